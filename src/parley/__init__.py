@@ -1,0 +1,59 @@
+"""Parley: durable, peer-to-peer, multi-party flows.
+
+Write flows as plain ``async def`` code; Parley checkpoints them at every suspension, delivers
+their messages exactly once, and restores them after crashes. See ``docs/flows.md``.
+"""
+
+from parley.flows import (
+    FlowLogic,
+    FlowSession,
+    IdempotentFlow,
+    ProgressChange,
+    ProgressTracker,
+    Step,
+    UntrustworthyData,
+    initiated_by,
+    initiating_flow,
+    startable_by_rpc,
+)
+from parley.protocol.codec import serializable
+from parley.protocol.errors import (
+    DeserializationError,
+    FlowException,
+    FlowTimeoutException,
+    FlowUsageError,
+    HospitalizeFlowException,
+    KilledFlowException,
+    NonDeterministicFlowError,
+    ParleyError,
+    SerializationError,
+    UnexpectedFlowEndException,
+    UnexpectedPayloadError,
+)
+from parley.protocol.messages import FlowInfo
+
+__all__ = [
+    "DeserializationError",
+    "FlowException",
+    "FlowInfo",
+    "FlowLogic",
+    "FlowSession",
+    "FlowTimeoutException",
+    "FlowUsageError",
+    "HospitalizeFlowException",
+    "IdempotentFlow",
+    "KilledFlowException",
+    "NonDeterministicFlowError",
+    "ParleyError",
+    "ProgressChange",
+    "ProgressTracker",
+    "SerializationError",
+    "Step",
+    "UnexpectedFlowEndException",
+    "UnexpectedPayloadError",
+    "UntrustworthyData",
+    "initiated_by",
+    "initiating_flow",
+    "serializable",
+    "startable_by_rpc",
+]

@@ -1,0 +1,1 @@
+"""The node's actors (pykka) and the flow driver they host."""

@@ -1,0 +1,40 @@
+"""The user-facing flow API: flows, sessions, registration decorators and progress tracking."""
+
+from parley.flows.context import FlowContext, Suspend
+from parley.flows.logic import FlowDatabase, FlowLogic, FlowServices, IdempotentFlow
+from parley.flows.progress import ProgressChange, ProgressTracker, Step
+from parley.flows.registry import (
+    FlowRegistry,
+    Responder,
+    SessionInitRejected,
+    UnknownFlowClass,
+    flow_class_named,
+    initiated_by,
+    initiating_flow,
+    is_startable_by_rpc,
+    startable_by_rpc,
+)
+from parley.flows.session import FlowSession, UntrustworthyData
+
+__all__ = [
+    "FlowContext",
+    "FlowDatabase",
+    "FlowLogic",
+    "FlowRegistry",
+    "FlowServices",
+    "FlowSession",
+    "IdempotentFlow",
+    "ProgressChange",
+    "ProgressTracker",
+    "Responder",
+    "SessionInitRejected",
+    "Step",
+    "Suspend",
+    "UnknownFlowClass",
+    "UntrustworthyData",
+    "flow_class_named",
+    "initiated_by",
+    "initiating_flow",
+    "is_startable_by_rpc",
+    "startable_by_rpc",
+]

@@ -1,0 +1,73 @@
+"""The narrow interface between a flow's code and the driver that runs it.
+
+Flow objects (:class:`~parley.flows.logic.FlowLogic`, :class:`~parley.flows.session.FlowSession`)
+turn API calls into either *immediate* calls on a :class:`FlowContext` (answered at once, while the
+flow's code runs) or *requests* the coroutine yields (:class:`Suspend`), answered when the flow is
+resumed. The driver in :mod:`parley.actors.driver` implements the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar, cast
+
+from parley.protocol.requests import Request
+from parley.protocol.state import SubFlowFrame
+
+T = TypeVar("T")
+
+
+class FlowContext(Protocol):
+    """What a running flow may ask of its driver."""
+
+    @property
+    def flow_id(self) -> str: ...
+
+    @property
+    def our_identity(self) -> str: ...
+
+    @property
+    def idempotent(self) -> bool:
+        """True while an idempotent sub-flow is on the stack."""
+        ...
+
+    def initiate(self, destination: str) -> str:
+        """Create a session to ``destination``; returns its id."""
+        ...
+
+    def now(self) -> datetime:
+        """The current time (UTC), recorded: a replay sees the same value."""
+        ...
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded."""
+        ...
+
+    def uuid(self) -> str:
+        """A random UUID (as a string), recorded."""
+        ...
+
+    def enter_subflow(self, frame: SubFlowFrame) -> None: ...
+
+    def leave_subflow(self) -> None: ...
+
+    def queue_write(self, sql: str, params: tuple[object, ...]) -> None:
+        """Queue a write to commit with the flow's next checkpoint."""
+        ...
+
+
+class Suspend(Generic[T]):
+    """An awaitable that suspends the flow on ``request`` and returns the value it resumes with."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __await__(self) -> Generator[Request, object, T]:
+        value = yield self.request
+        return cast(T, value)
+
+
+__all__ = ["FlowContext", "Suspend"]

@@ -1,0 +1,200 @@
+"""``FlowLogic``: the base class of every flow.
+
+A flow is a class with an ``async def call(self)``. Its constructor arguments are captured when the
+object is created, so a flow started by a node can be re-created from its checkpoint; they must be
+values the codec can encode. Between two suspension points the code must be deterministic: take time
+and randomness from :meth:`FlowLogic.now`, :meth:`~FlowLogic.random` and
+:meth:`~FlowLogic.uuid`, and do I/O through :meth:`~FlowLogic.execute` or the flow's database,
+whose results are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from parley.flows.context import FlowContext, Suspend
+from parley.flows.progress import ProgressTracker, tracker_of
+from parley.flows.registry import FLOW_CLASSES, frame_for
+from parley.flows.session import FlowSession, UntrustworthyData, checked
+from parley.protocol import codec
+from parley.protocol.errors import FlowUsageError, type_name
+from parley.protocol.requests import Execute, ForceCheckpoint, Query, Receive, Send, Sleep
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class FlowDatabase:
+    """The node's SQLite database, as seen by a flow.
+
+    Writes are queued and commit atomically with the flow's next checkpoint (they are discarded if
+    the flow is retried from an earlier one). Reads see committed data and are recorded, so a replay
+    sees the same rows. Apps declare their tables in a ``MIGRATIONS`` list in their module.
+    """
+
+    __slots__ = ("_flow",)
+
+    def __init__(self, flow: FlowLogic[Any]) -> None:
+        self._flow = flow
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Queue a write (INSERT/UPDATE/DELETE) to commit with the next checkpoint."""
+        self._flow._context().queue_write(sql, tuple(params))
+
+    async def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query against committed data; the rows are recorded in the journal."""
+        return await Suspend[list[tuple[Any, ...]]](Query(sql, tuple(params)))
+
+
+class FlowServices:
+    """What a running flow can use besides sessions."""
+
+    __slots__ = ("db",)
+
+    def __init__(self, flow: FlowLogic[Any]) -> None:
+        self.db = FlowDatabase(flow)
+
+
+class FlowLogic(Generic[T]):
+    """Base class of flows. Override :meth:`call`."""
+
+    _parley_args: tuple[tuple[object, ...], dict[str, object]]
+    _parley_ctx: FlowContext | None
+
+    def __new__(cls, *args: object, **kwargs: object) -> FlowLogic[T]:
+        self = super().__new__(cls)
+        self._parley_args = (args, kwargs)
+        self._parley_ctx = None
+        return self
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        FLOW_CLASSES[type_name(cls)] = cls
+
+    async def call(self) -> T:
+        """The flow's body."""
+        raise NotImplementedError(f"{type_name(type(self))} does not override call()")
+
+    # ---- identity -----------------------------------------------------------------------
+    def _context(self) -> FlowContext:
+        ctx = self._parley_ctx
+        if ctx is None:
+            raise FlowUsageError(
+                f"{type_name(type(self))} is not running: start it with a node "
+                "(node.start_flow) or from another flow (await self.sub_flow(...))"
+            )
+        return ctx
+
+    @property
+    def flow_id(self) -> str:
+        """The id of the (top-level) flow this code runs in."""
+        return self._context().flow_id
+
+    @property
+    def our_identity(self) -> str:
+        """The name of the node running this flow."""
+        return self._context().our_identity
+
+    @property
+    def services(self) -> FlowServices:
+        return FlowServices(self)
+
+    # ---- sessions -----------------------------------------------------------------------
+    def initiate_flow(self, party: str) -> FlowSession:
+        """Open a session to the flow registered on ``party`` for this (initiating) flow.
+
+        Nothing is sent until the session is first used.
+        """
+        return FlowSession(self._context().initiate(party), party)
+
+    async def send_all(self, payload: object, sessions: Sequence[FlowSession]) -> None:
+        """Send the same payload on every session (one suspension)."""
+        _unique(sessions)
+        encoded = codec.encode(payload)
+        await Suspend[None](Send(tuple((s.session_id, encoded) for s in sessions)))
+
+    async def receive_all(
+        self, expected: type[R], sessions: Sequence[FlowSession]
+    ) -> list[UntrustworthyData[R]]:
+        """Receive one payload of type ``expected`` from every session, in the sessions' order."""
+        _unique(sessions)
+        received = await Suspend[dict[str, bytes]](Receive(tuple(s.session_id for s in sessions)))
+        return [checked(expected, received[s.session_id]) for s in sessions]
+
+    # ---- sub-flows ----------------------------------------------------------------------
+    async def sub_flow(self, flow: FlowLogic[R]) -> R:
+        """Run ``flow`` inline as part of this one and return its result."""
+        ctx = self._context()
+        if not isinstance(flow, FlowLogic):
+            raise FlowUsageError(f"sub_flow() takes a FlowLogic, not {type(flow).__name__}")
+        frame = frame_for(type(flow))
+        if frame.idempotent and not ctx.idempotent:
+            await Suspend[None](ForceCheckpoint())
+        flow._parley_ctx = ctx
+        parent, child = tracker_of(self), tracker_of(flow)
+        if parent is not None and child is not None and parent.current_step not in _ENDS:
+            parent.set_child_tracker(parent.current_step, child)
+        ctx.enter_subflow(frame)
+        try:
+            result = await flow.call()
+        finally:
+            ctx.leave_subflow()
+        if child is not None and not child.has_ended:
+            child.current_step = ProgressTracker.DONE
+        return result
+
+    # ---- time, randomness, external operations --------------------------------------------
+    def now(self) -> datetime:
+        """The current time (UTC). Recorded: a replay sees the same value."""
+        return self._context().now()
+
+    def random(self) -> float:
+        """A random float in [0, 1). Recorded."""
+        return self._context().random()
+
+    def uuid(self) -> str:
+        """A random UUID string. Recorded."""
+        return self._context().uuid()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep durably: the wake-up time survives restarts."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise FlowUsageError(f"sleep() takes a number of seconds >= 0, got {seconds!r}")
+        until = self.now() + timedelta(seconds=seconds)
+        await Suspend[None](Sleep(until))
+
+    async def execute(self, fn: Callable[..., R], *args: object) -> R:
+        """Run ``fn(*args)`` off the flow's thread and record its result (or exception).
+
+        After a restore the recorded outcome is used and ``fn`` does not run again — unless the
+        node stopped while ``fn`` was running, in which case it runs again: make it idempotent.
+        """
+        if not callable(fn):
+            raise FlowUsageError(f"execute() takes a callable, not {type(fn).__name__}")
+        name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+        return await Suspend[R](Execute(name, fn, args))
+
+    def __repr__(self) -> str:
+        return f"<{type_name(type(self))}>"
+
+
+_ENDS = (ProgressTracker.UNSTARTED, ProgressTracker.DONE)
+
+
+class IdempotentFlow(FlowLogic[T]):
+    """A flow that is safe to re-run from its start: it writes no checkpoints while it runs.
+
+    If the node fails while it runs, it is replayed from the checkpoint before it. Use it for
+    flows whose effects are idempotent (their sends are deduplicated by the receiver).
+    """
+
+
+def _unique(sessions: Sequence[FlowSession]) -> None:
+    ids = [s.session_id for s in sessions]
+    if len(set(ids)) != len(ids):
+        raise FlowUsageError("A flow session can only appear once as argument.")
+
+
+__all__ = ["FlowDatabase", "FlowLogic", "FlowServices", "IdempotentFlow"]

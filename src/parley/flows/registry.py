@@ -1,0 +1,260 @@
+"""Flow registration: ``@initiating_flow``, ``@initiated_by``, ``@startable_by_rpc``, registries.
+
+Every subclass of :class:`~parley.flows.logic.FlowLogic` is known by its stable name
+``"module:QualName"`` as soon as its module is imported. A node decides which *responders* it runs
+through its :class:`FlowRegistry`: by default every ``@initiated_by`` class imported in the process
+(the apps named in its configuration), and tests can register or remove responders per node.
+
+Names that arrive in a peer's session-init are resolved only against classes already imported:
+a peer can never make a node import a module.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from parley.protocol.errors import FlowUsageError, ParleyError, type_name
+from parley.protocol.state import SubFlowFrame
+
+if TYPE_CHECKING:
+    from parley.flows.logic import FlowLogic
+
+F = TypeVar("F", bound=type)
+
+#: Every FlowLogic subclass imported in this process, by stable name.
+FLOW_CLASSES: dict[str, type[FlowLogic[Any]]] = {}
+#: Responders declared with ``@initiated_by``: initiating flow name -> responder class.
+DECLARED_RESPONDERS: dict[str, type[FlowLogic[Any]]] = {}
+
+
+class SessionInitRejected(ParleyError):
+    """This node will not start a responder for a session-init (the reason goes to the peer)."""
+
+
+class UnknownFlowClass(SessionInitRejected):
+    """A session-init names a class this node has never heard of (its app may not be deployed).
+
+    The hospital keeps such inits for observation: deploy the app and retry, or kill the init.
+    """
+
+
+def initiating_class(cls: type) -> type | None:
+    """The class in ``cls``'s hierarchy that carries ``@initiating_flow``, if any."""
+    for klass in cls.__mro__:
+        if "_parley_initiating" in klass.__dict__:
+            return klass
+    return None
+
+
+def flow_version(cls: type) -> int:
+    klass = initiating_class(cls)
+    return int(klass.__dict__["_parley_initiating"]) if klass is not None else 1
+
+
+@overload
+def initiating_flow(cls: F, /) -> F: ...
+@overload
+def initiating_flow(*, version: int = 1) -> Callable[[F], F]: ...
+def initiating_flow(cls: F | None = None, /, *, version: int = 1) -> F | Callable[[F], F]:
+    """Mark a flow as one that may open sessions (``initiate_flow``) — Corda's ``@InitiatingFlow``.
+
+    ``version`` (>= 1) travels in the session-init; both sides can read the other's with
+    ``session.get_counterparty_flow_info()``. A class hierarchy may carry the mark only once.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FlowUsageError(f"@initiating_flow version must be an int >= 1, got {version!r}")
+
+    def mark(klass: F) -> F:
+        _require_flow(klass, "@initiating_flow")
+        inherited = initiating_class(klass)
+        if inherited is not None:
+            raise FlowUsageError(
+                f"{type_name(klass)} is annotated with @initiating_flow but already inherits it "
+                f"from {type_name(inherited)}: a flow hierarchy may carry @initiating_flow once"
+            )
+        klass._parley_initiating = version  # type: ignore[attr-defined]
+        return klass
+
+    return mark(cls) if cls is not None else mark
+
+
+def initiated_by(initiator: type) -> Callable[[F], F]:
+    """Register the decorated flow as the responder to ``initiator`` (an ``@initiating_flow``).
+
+    The responder's constructor takes the :class:`~parley.flows.session.FlowSession`.
+    """
+    initiating = initiating_class(initiator)
+    if initiating is None:
+        raise FlowUsageError(
+            f"@initiated_by({type_name(initiator)}): "
+            "that flow is not annotated with @initiating_flow"
+        )
+
+    def register(klass: F) -> F:
+        _require_flow(klass, "@initiated_by")
+        DECLARED_RESPONDERS[type_name(initiating)] = klass
+        klass._parley_initiated_by = type_name(initiating)  # type: ignore[attr-defined]
+        return klass
+
+    return register
+
+
+def startable_by_rpc(cls: F) -> F:
+    """Allow clients (CLI, RPC) to start this flow by name."""
+    _require_flow(cls, "@startable_by_rpc")
+    cls._parley_rpc = True  # type: ignore[attr-defined]
+    return cls
+
+
+def is_startable_by_rpc(cls: type) -> bool:
+    return bool(cls.__dict__.get("_parley_rpc", False))
+
+
+def _require_flow(klass: type, decorator: str) -> None:
+    from parley.flows.logic import FlowLogic
+
+    if not (isinstance(klass, type) and issubclass(klass, FlowLogic)):
+        raise FlowUsageError(f"{decorator} applies to FlowLogic subclasses, not {klass!r}")
+
+
+def frame_for(cls: type) -> SubFlowFrame:
+    """The sub-flow stack entry for a flow of class ``cls``."""
+    from parley.flows.logic import IdempotentFlow
+
+    initiating = initiating_class(cls)
+    return SubFlowFrame(
+        flow_class=type_name(cls),
+        initiating=type_name(initiating) if initiating is not None else None,
+        version=flow_version(cls),
+        idempotent=issubclass(cls, IdempotentFlow),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    """The responder a node starts for a session-init, and the flow version it reports."""
+
+    flow_class: type[FlowLogic[Any]]
+    version: int
+
+
+class FlowRegistry:
+    """The responders one node runs, and the resolution of flow names."""
+
+    def __init__(self, responders: dict[str, Responder] | None = None) -> None:
+        self._responders: dict[str, Responder] = dict(responders or {})
+
+    @classmethod
+    def default(cls) -> FlowRegistry:
+        """Every responder declared with ``@initiated_by`` in an imported module."""
+        return cls(
+            {name: Responder(r, _declared_version(name)) for name, r in DECLARED_RESPONDERS.items()}
+        )
+
+    @classmethod
+    def from_apps(cls, apps: Iterable[str | ModuleType]) -> FlowRegistry:
+        """Import the apps (modules named by the operator) and register their responders."""
+        modules = [import_module(a) if isinstance(a, str) else a for a in apps]
+        names = {m.__name__ for m in modules}
+        registry = cls()
+        for initiator, responder in DECLARED_RESPONDERS.items():
+            module = responder.__module__
+            if module in names or any(module.startswith(n + ".") for n in names):
+                registry._responders[initiator] = Responder(responder, _declared_version(initiator))
+        return registry
+
+    def register(
+        self, initiator: type | str, responder: type, *, version: int | None = None
+    ) -> None:
+        """Run ``responder`` for session-inits of ``initiator`` on this node."""
+        _require_flow(responder, "register")
+        if isinstance(initiator, str):
+            name = initiator
+        else:
+            initiating = initiating_class(initiator)
+            if initiating is None:
+                raise FlowUsageError(
+                    f"{type_name(initiator)} is not annotated with @initiating_flow"
+                )
+            name = type_name(initiating)
+        self._responders[name] = Responder(responder, version or _declared_version(name))
+
+    def unregister(self, initiator: type | str) -> None:
+        name = (
+            initiator
+            if isinstance(initiator, str)
+            else type_name(initiating_class(initiator) or initiator)
+        )
+        self._responders.pop(name, None)
+
+    def responders(self) -> dict[str, Responder]:
+        return dict(self._responders)
+
+    def responder_for(self, flow_class: str) -> Responder:
+        """The responder for a session-init naming ``flow_class``.
+
+        Raises:
+            UnknownFlowClass: no class of that name is loaded here (the app is not deployed).
+            SessionInitRejected: the class is loaded but is not a flow, or has no responder here.
+        """
+        responder = self._responders.get(flow_class)
+        if responder is not None:
+            return responder
+        if flow_class in FLOW_CLASSES:
+            raise SessionInitRejected(f"{flow_class} is not registered")
+        if _resolve_loaded(flow_class) is not None:
+            raise SessionInitRejected(f"{flow_class} is not a flow")
+        raise UnknownFlowClass(f"Don't know {flow_class}")
+
+
+def flow_class_named(name: str) -> type[FlowLogic[Any]]:
+    """The FlowLogic subclass called ``name`` (already imported).
+
+    Raises:
+        FlowUsageError: no flow of that name is loaded.
+    """
+    cls = FLOW_CLASSES.get(name)
+    if cls is None:
+        raise FlowUsageError(f"no flow class named {name!r} is loaded on this node")
+    return cls
+
+
+def _declared_version(initiator: str) -> int:
+    cls = FLOW_CLASSES.get(initiator)
+    return flow_version(cls) if cls is not None else 1
+
+
+def _resolve_loaded(name: str) -> object | None:
+    module_name, _, qualname = name.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None or not qualname:
+        return None
+    obj: object = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, type) else None
+
+
+__all__ = [
+    "DECLARED_RESPONDERS",
+    "FLOW_CLASSES",
+    "FlowRegistry",
+    "Responder",
+    "SessionInitRejected",
+    "UnknownFlowClass",
+    "flow_class_named",
+    "flow_version",
+    "frame_for",
+    "initiated_by",
+    "initiating_class",
+    "initiating_flow",
+    "is_startable_by_rpc",
+    "startable_by_rpc",
+]

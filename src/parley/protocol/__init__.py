@@ -1,0 +1,1 @@
+"""The pure core of Parley: state, events, actions, transitions, wire messages, codec."""

@@ -1,0 +1,172 @@
+"""Events: facts fed to the state machine, one at a time, in a flow's mailbox order.
+
+Events come from three places: the flow's own coroutine (it suspended, finished, failed, initiated a
+session, entered a sub-flow, recorded a value — processed *immediately*, while the flow is running),
+the outside world (a session message was delivered, a timer fired, an operation completed, an
+operator killed the flow) and the hospital (its verdict on an errored flow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from parley.protocol.messages import ExistingSessionMessage
+from parley.protocol.requests import Request
+from parley.protocol.state import SubFlowFrame
+
+
+@dataclass(frozen=True, slots=True)
+class DoRemainingWork:
+    """Look at the state and do whatever is pending. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMessageDelivered:
+    """A message for one of the flow's sessions arrived; ``delivery`` is its ack token."""
+
+    message: ExistingSessionMessage
+    sender: str
+    delivery: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    """The flow's code awaited an IO request."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFinished:
+    """``call()`` returned ``result``."""
+
+    result: object
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFailed:
+    """``call()`` raised, or something failed on the flow's behalf (a fresh error)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class InitiateFlow:
+    """The flow called ``initiate_flow(destination)`` (no network traffic yet)."""
+
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubFlowEntered:
+    """The flow entered a sub-flow."""
+
+    frame: SubFlowFrame
+
+
+@dataclass(frozen=True, slots=True)
+class SubFlowLeft:
+    """The innermost sub-flow returned or raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRecorded:
+    """The flow asked for a value that must be the same on replay (``now``, ``random``, ...)."""
+
+    key: str
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class OperationCompleted:
+    """An external operation, query or timer of incarnation ``incarnation`` produced ``value``."""
+
+    value: object
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFailed:
+    """An external operation or query of incarnation ``incarnation`` raised ``error``."""
+
+    error: BaseException
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WokeUp:
+    """A durable timer set for ``until`` fired."""
+
+    until: datetime
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StartErrorPropagation:
+    """Hospital verdict: the error can't be treated; fail the flow and tell its counterparties."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryFromCheckpoint:
+    """Hospital verdict: throw this incarnation away and restore the flow from its checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepForObservation:
+    """Hospital verdict: park the flow (HOSPITALIZED) until an operator or a restart retries it."""
+
+
+@dataclass(frozen=True, slots=True)
+class KillRequested:
+    """An operator killed the flow."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionFailed:
+    """An action of the previous transition failed; the state reverted to before it."""
+
+    error: BaseException
+    action: str
+
+
+Event = (
+    DoRemainingWork
+    | SessionMessageDelivered
+    | Suspended
+    | FlowFinished
+    | FlowFailed
+    | InitiateFlow
+    | SubFlowEntered
+    | SubFlowLeft
+    | ValueRecorded
+    | OperationCompleted
+    | OperationFailed
+    | WokeUp
+    | StartErrorPropagation
+    | RetryFromCheckpoint
+    | KeepForObservation
+    | KillRequested
+    | ActionFailed
+)
+
+__all__ = [
+    "ActionFailed",
+    "DoRemainingWork",
+    "Event",
+    "FlowFailed",
+    "FlowFinished",
+    "InitiateFlow",
+    "KeepForObservation",
+    "KillRequested",
+    "OperationCompleted",
+    "OperationFailed",
+    "RetryFromCheckpoint",
+    "SessionMessageDelivered",
+    "StartErrorPropagation",
+    "SubFlowEntered",
+    "SubFlowLeft",
+    "Suspended",
+    "ValueRecorded",
+    "WokeUp",
+]

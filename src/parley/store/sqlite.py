@@ -1,0 +1,420 @@
+"""The node's SQLite store: checkpoints, journals, dedup facts, results and the flows' own tables.
+
+This is the only module of Parley that imports :mod:`sqlite3`; the rest of :mod:`parley.store`
+imports what it needs from here.
+
+Rules:
+
+* One :class:`SqliteStore` owns one connection, used only by the thread that opened it (the
+  persistence actor). Every write transaction starts with ``BEGIN IMMEDIATE``: it takes the write
+  lock up front and waits up to ``busy_timeout`` for it, instead of failing at once on a stale
+  snapshot as a deferred transaction that reads first would.
+* :meth:`SqliteStore.commit` writes a batch of operations atomically. On any error it rolls back
+  and re-raises the original exception (``ValueError`` for what the store refuses, SQLite's own
+  errors otherwise); :func:`classify_sqlite_error` tells the flow hospital which ones are worth a
+  retry.
+* :meth:`SqliteStore.commit_group` writes many batches in one transaction (one fsync), each inside
+  its own savepoint, so a failing batch is rolled back alone and the others still commit.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, TypeAlias
+
+from parley.protocol.records import FlowStatus, StartKind, StoreOp
+from parley.store import migrations, schema
+from parley.store.ops import apply_op, first_keyword, validate_ops
+from parley.store.rows import FlowSummary, StoredFlow, StoredResult
+
+Connection: TypeAlias = sqlite3.Connection
+
+__all__ = ["Connection", "SqliteStore", "classify_sqlite_error"]
+
+SYNCHRONOUS_LEVELS = frozenset({"FULL", "NORMAL", "OFF"})
+#: Statements :meth:`SqliteStore.query` accepts.
+QUERY_KEYWORDS = frozenset({"SELECT", "WITH"})
+#: Primary result codes meaning "another connection holds the lock": SQLITE_BUSY, SQLITE_LOCKED.
+_LOCKED_CODES = frozenset({5, 6})
+_LOCKED_MESSAGES = ("database is locked", "database table is locked", "database is busy")
+
+
+def classify_sqlite_error(exc: BaseException) -> Literal["locked", "constraint"] | None:
+    """Classify a failed write for the flow hospital.
+
+    Returns ``"locked"`` if a "database is locked/busy" error appears anywhere in the exception's
+    ``__cause__``/``__context__`` chain (another connection held the write lock: retrying later
+    may succeed), ``"constraint"`` for an :class:`sqlite3.IntegrityError` there (the data broke a
+    constraint: retrying the same write will fail again), and ``None`` otherwise.
+    """
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sqlite3.IntegrityError):
+            return "constraint"
+        if isinstance(current, sqlite3.OperationalError) and _is_locked(current):
+            return "locked"
+        stack.extend(e for e in (current.__context__, current.__cause__) if e is not None)
+    return None
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _LOCKED_CODES:
+        return True
+    message = str(exc).lower()
+    return any(m in message for m in _LOCKED_MESSAGES)
+
+
+def _connect(path: str, *, synchronous: str, busy_timeout: float, readonly: bool) -> Connection:
+    """Open the connection and set every pragma Parley relies on (the only place that does)."""
+    memory = path == ":memory:"
+    if readonly:
+        if memory:
+            raise ValueError("an in-memory database cannot be opened read-only")
+        target, uri = Path(path).resolve().as_uri() + "?mode=ro", True
+    else:
+        target, uri = path, False
+    # isolation_level=None: the store writes BEGIN/COMMIT itself (sqlite3's implicit transactions
+    # are DEFERRED and fall into the busy-snapshot trap). check_same_thread: one owner thread.
+    conn = sqlite3.connect(
+        target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=True
+    )
+    try:
+        # How long to wait for another connection's lock before "database is locked".
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+        # Headers and journals reference their start row; SQLite checks foreign keys only when
+        # asked, per connection.
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Scratch space for sorts and temporary indexes stays in RAM, never in temp files.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # Triggers and views cannot call functions with side effects (defence in depth: apps
+        # create tables through migrations).
+        conn.execute("PRAGMA trusted_schema = OFF")
+        if readonly:
+            # Belt and braces on top of mode=ro: the connection refuses every write.
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        if not memory:
+            # WAL: a commit appends to the log (one fsync), and readers (CLI, queries on other
+            # connections) neither block the writer nor wait for it. Persistent: the file stays
+            # in WAL mode. An in-memory database has no WAL.
+            conn.execute("PRAGMA journal_mode = WAL")
+            # Truncate the WAL back to 64 MiB after a checkpoint so a burst does not keep disk.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+        # FULL: fsync the WAL at every commit, so a committed checkpoint survives power loss
+        # (the default; messages are acked only after it). NORMAL: survives a process crash but
+        # the last commits may roll back on an OS crash. OFF: tests and benchmarks only.
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteStore:
+    """The checkpoint store of one node, on one SQLite file (or ``":memory:"``).
+
+    Args:
+        path: The database file, created if missing; ``":memory:"`` for a private in-memory one.
+        synchronous: ``"FULL"`` (default), ``"NORMAL"`` or ``"OFF"``; see :func:`_connect`.
+        busy_timeout: Seconds to wait for another connection's write lock.
+        readonly: Open the file with ``mode=ro``: reads only, no migrations.
+
+    Raises:
+        ValueError: An unknown ``synchronous`` level, a negative timeout, or a read-only
+            in-memory database.
+        SchemaVersionError: The file's schema is newer than this code, or (read-only) older.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        readonly: bool = False,
+    ) -> None:
+        level = synchronous.upper()
+        if level not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}: {level!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must not be negative: {busy_timeout}")
+        self.path = os.fspath(path)
+        self.readonly = readonly
+        self._conn = _connect(
+            self.path, synchronous=level, busy_timeout=busy_timeout, readonly=readonly
+        )
+        try:
+            migrations.migrate(
+                self._conn, [list(split_script(s)) for s in schema.MIGRATIONS], readonly=readonly
+            )
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    # --------------------------------------------------------------------------------------------
+    # Writes
+    # --------------------------------------------------------------------------------------------
+
+    def commit(self, ops: Sequence[StoreOp]) -> None:
+        """Apply ``ops`` in one transaction, or none of them.
+
+        Raises:
+            ValueError: An operation the store refuses (client id too long, journal gap, ...).
+            sqlite3.Error: From SQLite, unchanged (see :func:`classify_sqlite_error`).
+        """
+        validate_ops(ops)
+        if not ops:
+            return
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            for op in ops:
+                apply_op(conn, op, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def commit_group(self, batches: Sequence[Sequence[StoreOp]]) -> list[BaseException | None]:
+        """Apply many batches in one transaction; return, per batch, ``None`` or its error.
+
+        Each batch runs in a savepoint: a failing batch is rolled back alone and the others
+        commit together (one fsync). If the transaction as a whole fails (``COMMIT`` refused, or
+        SQLite rolled everything back), each remaining batch is retried in its own transaction.
+        If the write lock cannot be taken at all, every batch gets that error.
+        """
+        results: list[BaseException | None] = [None] * len(batches)
+        pending: list[int] = []
+        for i, batch in enumerate(batches):
+            try:
+                validate_ops(batch)
+            except ValueError as exc:
+                results[i] = exc
+                continue
+            if batch:
+                pending.append(i)
+        if not pending:
+            return results
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for i in pending:
+                results[i] = exc
+            return results
+        try:
+            now = time.time()
+            for i in pending:
+                results[i] = self._apply_in_savepoint(batches[i], now)
+            conn.execute("COMMIT")
+        except Exception:
+            self._rollback()
+            for i in pending:
+                if results[i] is None:
+                    results[i] = self._commit_alone(batches[i])
+        except BaseException:
+            self._rollback()
+            raise
+        return results
+
+    def _apply_in_savepoint(self, batch: Sequence[StoreOp], now: float) -> Exception | None:
+        conn = self._conn
+        conn.execute("SAVEPOINT batch")
+        try:
+            for op in batch:
+                apply_op(conn, op, now)
+        except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled back the whole transaction (disk full, I/O error, ...).
+                raise _GroupAborted from exc
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            return exc
+        conn.execute("RELEASE batch")
+        return None
+
+    def _commit_alone(self, batch: Sequence[StoreOp]) -> BaseException | None:
+        try:
+            self.commit(batch)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _rollback(self) -> None:
+        # A failed ROLLBACK must not hide the error that caused it (SQLite may already have
+        # rolled back on its own).
+        if self._conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    def apply_app_migrations(self, app: str, scripts: Sequence[str]) -> int:
+        """Apply an app's migration scripts not applied yet; return how many were applied.
+
+        Script ``i`` is recorded as ``(app, i)`` in ``app_migrations``; each one runs in its own
+        transaction. Never edit or reorder released scripts: append new ones.
+        """
+        if not app:
+            raise ValueError("an app needs a name to track its migrations")
+        return migrations.apply_app(self._conn, app, [list(split_script(s)) for s in scripts])
+
+    # --------------------------------------------------------------------------------------------
+    # Reads
+    # --------------------------------------------------------------------------------------------
+
+    def load_flow(self, flow_id: str) -> StoredFlow | None:
+        """The flow's start record, header and journal; ``None`` if it has no start row."""
+        with _ReadSnapshot(self._conn):
+            row = self._conn.execute(schema.SELECT_FLOW, (flow_id,)).fetchone()
+            if row is None:
+                return None
+            journal = [e for (e,) in self._conn.execute(schema.SELECT_JOURNAL, (flow_id,))]
+        (flow_class, kind, args, started_by, client_id, status, header, suspends, pending, step) = (
+            row
+        )
+        return StoredFlow(
+            flow_id=flow_id,
+            flow_class=flow_class,
+            kind=StartKind(kind),
+            args=args,
+            started_by=started_by,
+            client_id=client_id,
+            status=FlowStatus(status) if status is not None else FlowStatus.RUNNABLE,
+            header=header,
+            journal=journal,
+            suspends=suspends if suspends is not None else 0,
+            pending_request=pending,
+            progress_step=step,
+        )
+
+    def runnable_flow_ids(self) -> list[str]:
+        """Ids of the flows to restart (``RUNNABLE`` or ``HOSPITALIZED``), in start order."""
+        return [fid for (fid,) in self._conn.execute(schema.SELECT_RUNNABLE)]
+
+    def processed_init(self, sender: str, initiator_session: str) -> str | None:
+        """The id of the flow that consumed this session-init, or ``None``."""
+        row = self._conn.execute(schema.SELECT_PROCESSED_INIT, (sender, initiator_session))
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def flow_for_client_id(self, client_id: str) -> tuple[str, FlowStatus] | None:
+        """The flow holding ``client_id`` (finished first, else running) and its status."""
+        row = self._conn.execute(schema.SELECT_FLOW_FOR_CLIENT_ID, {"client_id": client_id})
+        found = row.fetchone()
+        return None if found is None else (str(found[0]), FlowStatus(found[1]))
+
+    def flow_result(self, client_id: str) -> StoredResult | None:
+        """The stored outcome of the finished flow started with ``client_id``, or ``None``."""
+        found = self._conn.execute(schema.SELECT_RESULT, (client_id,)).fetchone()
+        if found is None:
+            return None
+        flow_id, client, status, value, error = found
+        return StoredResult(flow_id, client, FlowStatus(status), value, error)
+
+    def list_flows(self, status: FlowStatus | None = None, limit: int = 1000) -> list[FlowSummary]:
+        """Stored and finished flows for operators, oldest first, optionally of one status."""
+        if limit < 0:
+            raise ValueError(f"limit must not be negative: {limit}")
+        params = {"status": None if status is None else status.value, "limit": limit}
+        return [
+            FlowSummary(fid, cls, FlowStatus(st), susp, pend, step, client, created, updated)
+            for (fid, cls, st, susp, pend, step, client, created, updated) in self._conn.execute(
+                schema.SELECT_SUMMARIES, params
+            )
+        ]
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Run one read-only ``SELECT``/``WITH`` statement for a flow's own data.
+
+        Raises:
+            ValueError: ``sql`` is not a ``SELECT``/``WITH`` statement, or it tries to write.
+        """
+        if first_keyword(sql) not in QUERY_KEYWORDS:
+            raise ValueError(f"query() runs SELECT or WITH statements only: {sql!r}")
+        conn = self._conn
+        guard = not self.readonly and not conn.in_transaction
+        if guard:
+            # The connection refuses writes while the query runs (a WITH may hide a DELETE).
+            conn.execute("PRAGMA query_only = ON")
+        try:
+            cursor = conn.execute(sql, tuple(params))
+            if cursor.description is None:
+                raise ValueError(f"query() statement returns no rows: {sql!r}")
+            return [tuple(row) for row in cursor.fetchall()]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                raise ValueError(f"query() statements must not write: {sql!r}") from exc
+            raise
+        finally:
+            if guard:
+                conn.execute("PRAGMA query_only = OFF")
+
+    # --------------------------------------------------------------------------------------------
+    # Lifecycle
+    # --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._rollback()
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = " readonly" if self.readonly else ""
+        return f"<SqliteStore {self.path!r}{mode}>"
+
+
+class _GroupAborted(Exception):
+    """SQLite rolled back a group transaction while applying one batch."""
+
+
+class _ReadSnapshot:
+    """A deferred read transaction: several SELECTs see one consistent snapshot."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Split an SQL script into statements (``;`` inside strings, comments and triggers kept)."""
+    start = 0
+    for i, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : i + 1]):
+            statement = script[start : i + 1].strip()
+            if statement != ";":
+                yield statement
+            start = i + 1
+    if script[start:].strip():
+        yield script[start:]

@@ -1,0 +1,342 @@
+"""MockNetwork: in-process nodes on an in-memory transport, driven by a deterministic pump.
+
+For unit-testing flows, and as the fast seam of Parley's own tests. Each node runs the real flow
+runtime over a real (in-memory) SQLite store; messages travel as real encoded envelopes through
+per-node queues with at-least-once semantics: a delivered message stays *in flight* until acked,
+and :meth:`MockNetwork.restart_node` puts the un-acked ones back, as a broker would after a crash.
+
+Nothing runs until you pump: :meth:`MockNetwork.run_network` goes round the nodes in creation order,
+delivering one message to each and then running that node's work until it is idle, until no node has
+anything left. Time is virtual: when everything is idle, the clock jumps to the next timer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random as random_module
+import uuid as uuid_module
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any, Generic, TypeVar, cast
+
+from parley.actors.runtime import FlowRuntime
+from parley.flows.logic import FlowLogic
+from parley.flows.registry import FlowRegistry
+from parley.protocol.errors import ParleyError
+from parley.protocol.messages import Envelope, SessionMessage, decode_envelope, encode_envelope
+from parley.protocol.records import StoreOp
+from parley.store import SqliteStore
+
+T = TypeVar("T")
+
+
+class FlowStillRunning(ParleyError):
+    """``result()`` was asked of a flow that can't make progress on the network as it stands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One message delivered from ``sender`` to ``recipient``."""
+
+    sender: str
+    recipient: str
+    message: SessionMessage
+    id: str
+
+    def __repr__(self) -> str:
+        return f"{self.sender}->{self.recipient}: {self.message!r}"
+
+
+@dataclass(order=True)
+class _Timer:
+    when: datetime
+    seq: int
+    node: str = field(compare=False)
+    fn: Callable[[], None] = field(compare=False)
+    generation: int = field(compare=False)
+
+
+class MockFlowHandle(Generic[T]):
+    """A flow started on a mock node; :meth:`result` pumps the network first."""
+
+    def __init__(self, node: MockNode, flow_id: str, progress: Any) -> None:
+        self.node = node
+        self.flow_id = flow_id
+        self.progress = progress
+
+    @property
+    def done(self) -> bool:
+        return self.flow_id in self.node.outcomes
+
+    def result(self) -> T:
+        """Run the network, then return the flow's result or raise its exception."""
+        if not self.done:
+            self.node.network.run_network()
+        outcome = self.node.outcomes.get(self.flow_id)
+        if outcome is None:
+            raise FlowStillRunning(
+                f"flow {self.flow_id} on {self.node.name} is still running with nothing left to "
+                "deliver: it waits for something that never comes"
+            )
+        ok, value = outcome
+        if not ok:
+            assert isinstance(value, BaseException)
+            raise value
+        return cast(T, value)
+
+    def __repr__(self) -> str:
+        return f"<MockFlowHandle {self.flow_id} on {self.node.name}>"
+
+
+class _Ports:
+    """The runtime's ports, as a mock node implements them (synchronously, pumped)."""
+
+    def __init__(self, node: MockNode, generation: int) -> None:
+        self.node = node
+        self.generation = generation
+
+    def commit(
+        self, ops: tuple[StoreOp, ...], done: Callable[[BaseException | None], None]
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            self.node.store.commit(ops)
+        except Exception as exc:
+            error = exc
+        done(error)
+
+    def send(self, envelopes: tuple[Envelope, ...]) -> None:
+        self.node.network._publish(envelopes)
+
+    def ack(self, deliveries: tuple[object, ...]) -> None:
+        for delivery in deliveries:
+            self.node.in_flight.pop(delivery, None)  # type: ignore[call-overload]
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        if self.generation == self.node.generation:
+            self.node.work.append(fn)
+
+    def call_at(self, when: datetime, fn: Callable[[], None]) -> None:
+        self.node.network._schedule(when, self.node, fn)
+
+    def run_operation(self, fn: Callable[[], object], done: Callable[[bool, object], None]) -> None:
+        def run() -> None:
+            try:
+                value = fn()
+            except Exception as exc:
+                done(False, exc)
+            else:
+                done(True, value)
+
+        self.call_soon(run)
+
+    def now(self) -> datetime:
+        return self.node.network.now
+
+    def random(self) -> float:
+        return self.node.rng.random()
+
+    def uuid(self) -> str:
+        return str(uuid_module.UUID(int=self.node.rng.getrandbits(128), version=4))
+
+
+class MockNode:
+    """One node of a :class:`MockNetwork`."""
+
+    def __init__(self, network: MockNetwork, name: str, registry: FlowRegistry, seed: int) -> None:
+        self.network = network
+        self.name = name
+        self.registry = registry
+        self.rng = random_module.Random(seed)
+        self.store = SqliteStore(":memory:")
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.in_flight: dict[int, bytes] = {}
+        self.work: deque[Callable[[], None]] = deque()
+        #: Outcome of every flow that ended on this node: ``(ok, value_or_exception)``.
+        self.outcomes: dict[str, tuple[bool, object]] = {}
+        self.generation = 0
+        self.runtime = self._new_runtime()
+
+    def _new_runtime(self) -> FlowRuntime:
+        runtime = FlowRuntime(
+            self.name, self.store, _Ports(self, self.generation), registry=self.registry
+        )
+        runtime.on_flow_end = self._record_outcome
+        return runtime
+
+    def _record_outcome(self, flow_id: str, result: object, error: BaseException | None) -> None:
+        self.outcomes[flow_id] = (False, error) if error is not None else (True, result)
+
+    # ---- flows ------------------------------------------------------------------------------
+    def start_flow(self, flow: FlowLogic[T], *, client_id: str | None = None) -> MockFlowHandle[T]:
+        """Start ``flow`` here. Nothing runs until the network is pumped."""
+        handle = self.runtime.start_flow(flow, client_id=client_id, started_by="test")
+        if handle.done and handle.flow_id not in self.outcomes:  # a finished client-id flow
+            error = handle.future.exception()
+            self.outcomes[handle.flow_id] = (False, error) if error else (True, handle.result())
+        return MockFlowHandle(self, handle.flow_id, handle.progress)
+
+    def kill_flow(self, flow_id: str) -> bool:
+        return self.runtime.kill(flow_id)
+
+    @property
+    def live_flows(self) -> list[str]:
+        """Ids of the flows in memory on this node."""
+        return list(self.runtime.drivers)
+
+    # ---- pumping ----------------------------------------------------------------------------
+    def _deliver_one(self) -> bool:
+        if not self.queue:
+            return False
+        delivery, data = self.queue.popleft()
+        self.in_flight[delivery] = data
+        envelope = _decoded(data)
+        if envelope is not None:
+            self.network.transfers.append(
+                Transfer(envelope.sender, envelope.recipient, envelope.body, envelope.id)
+            )
+        self.runtime.receive(data, delivery)
+        return True
+
+    def _work_one(self) -> bool:
+        if not self.work:
+            return False
+        self.work.popleft()()
+        return True
+
+    def _restart(self) -> None:
+        for driver in list(self.runtime.drivers.values()):
+            driver.close()
+        self.generation += 1
+        self.work.clear()
+        redeliver = sorted(self.in_flight.items())
+        self.in_flight.clear()
+        self.queue.extendleft(reversed(redeliver))
+        self.runtime = self._new_runtime()
+        self.runtime.restore_all()
+
+    def __repr__(self) -> str:
+        return f"<MockNode {self.name}>"
+
+
+class MockNetwork:
+    """A set of in-process nodes and the in-memory network between them."""
+
+    def __init__(
+        self,
+        *,
+        start: datetime | None = None,
+        seed: int = 0,
+        auto_advance: bool = True,
+    ) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self.seed = seed
+        self.auto_advance = auto_advance
+        self.nodes: dict[str, MockNode] = {}
+        #: Every message delivered, in delivery order.
+        self.transfers: list[Transfer] = []
+        #: Every message published, in publication order (duplicates included).
+        self.published: list[Transfer] = []
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self._deliveries = itertools.count(1)
+        self._pending: dict[str, deque[tuple[int, bytes]]] = {}
+
+    def create_node(
+        self,
+        name: str,
+        *,
+        registry: FlowRegistry | None = None,
+        apps: Iterable[str | ModuleType] | None = None,
+    ) -> MockNode:
+        """Add a node. By default it runs every responder imported in this process."""
+        if name in self.nodes:
+            raise ValueError(f"a node called {name!r} already exists")
+        if registry is None:
+            registry = FlowRegistry.from_apps(apps) if apps is not None else FlowRegistry.default()
+        node = MockNode(self, name, registry, self.seed + len(self.nodes))
+        node.queue.extend(self._pending.pop(name, deque()))
+        self.nodes[name] = node
+        return node
+
+    def restart_node(self, node: MockNode) -> MockNode:
+        """Crash and restart ``node``: drop everything in memory, restore from its store."""
+        for timer in self._timers:
+            if timer.node == node.name:
+                timer.generation = -1
+        node._restart()
+        return node
+
+    def run_network(self, max_steps: int | None = None) -> int:
+        """Deliver messages and run work until nothing is left (or ``max_steps``); returns steps."""
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            progressed = False
+            for node in list(self.nodes.values()):
+                if max_steps is not None and steps >= max_steps:
+                    return steps
+                if node._deliver_one():
+                    steps += 1
+                    progressed = True
+                while (max_steps is None or steps < max_steps) and node._work_one():
+                    steps += 1
+                    progressed = True
+            if not progressed and not (self.auto_advance and self._fire_next_timer()):
+                break
+        return steps
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move virtual time forward, firing the timers that fall due."""
+        target = self.now + timedelta(seconds=seconds)
+        while self._timers and self._timers[0].when <= target:
+            self._fire_next_timer()
+        self.now = max(self.now, target)
+
+    def _fire_next_timer(self) -> bool:
+        while self._timers:
+            timer = heapq.heappop(self._timers)
+            node = self.nodes.get(timer.node)
+            if node is None or timer.generation != node.generation:
+                continue
+            self.now = max(self.now, timer.when)
+            node.work.append(timer.fn)
+            return True
+        return False
+
+    def _schedule(self, when: datetime, node: MockNode, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, _Timer(when, next(self._seq), node.name, fn, node.generation))
+
+    def _publish(self, envelopes: tuple[Envelope, ...]) -> None:
+        for envelope in envelopes:
+            data = encode_envelope(envelope)
+            self.published.append(
+                Transfer(envelope.sender, envelope.recipient, envelope.body, envelope.id)
+            )
+            item = (next(self._deliveries), data)
+            node = self.nodes.get(envelope.recipient)
+            if node is None:
+                self._pending.setdefault(envelope.recipient, deque()).append(item)
+            else:
+                node.queue.append(item)
+
+    def inject(self, recipient: str, data: bytes) -> None:
+        """Put raw bytes on a node's queue, as a (possibly hostile) peer could."""
+        self.nodes[recipient].queue.append((next(self._deliveries), data))
+
+    def transfers_between(self, a: str, b: str) -> list[Transfer]:
+        """The delivered messages between two nodes, both directions, in order."""
+        return [t for t in self.transfers if {t.sender, t.recipient} == {a, b}]
+
+
+def _decoded(data: bytes) -> Envelope | None:
+    try:
+        return decode_envelope(data)
+    except ParleyError:
+        return None
+
+
+__all__ = ["FlowStillRunning", "MockFlowHandle", "MockNetwork", "MockNode", "Transfer"]

@@ -1,0 +1,1 @@
+"""Tests of parley.store, on real SQLite files."""
