@@ -9,11 +9,11 @@ What is measured
     same database) runs first and is not counted. Every run uses a fresh database file.
 
 How K workflows run concurrently (``--mode``)
-    ``threads`` (default): K driver threads, each starting a workflow with
-        ``DBOS.start_workflow`` and blocking on ``handle.get_result()``; the workflow runs on
-        DBOS's executor thread pool, as DBOS runs background workflows.
-    ``call``: K driver threads, each calling the workflow function directly, so it runs in
-        the driver thread.
+    ``call`` (default, the fastest here): K driver threads, each calling the (synchronous)
+        workflow function directly, so the workflow runs in the driver thread, as it does when
+        a web framework's worker thread calls a workflow.
+    ``threads``: K driver threads, each starting a workflow with ``DBOS.start_workflow`` and
+        blocking on ``handle.get_result()``; the workflow runs on DBOS's executor thread pool.
     ``asyncio``: ``async`` workflow and steps, K tasks on one event loop, each awaiting
         ``DBOS.start_workflow_async`` and then ``handle.get_result()``.
 
@@ -57,7 +57,7 @@ from typing import Any, Literal, get_args
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig
 
-Mode = Literal["threads", "call", "asyncio"]
+Mode = Literal["call", "threads", "asyncio"]
 WARMUP = 50
 JOURNAL_MODE = "WAL"
 SYNCHRONOUS = "FULL"
@@ -192,6 +192,7 @@ def _fresh(path: Path) -> None:
 
 def _measure(
     db_file: Path,
+    *,
     flows: int,
     in_flight: int,
     mode: Mode,
@@ -244,7 +245,7 @@ def run(
     in_flight: int,
     *,
     db: Path | None = None,
-    mode: Mode = "threads",
+    mode: Mode = "call",
     warmup: int = WARMUP,
     journal_mode: str = JOURNAL_MODE,
     synchronous: str = SYNCHRONOUS,
@@ -253,10 +254,26 @@ def run(
     if flows < 1 or in_flight < 1:
         raise ValueError("flows and in_flight must be at least 1")
     if db is not None:
-        return _measure(db, flows, in_flight, mode, warmup, journal_mode, synchronous)
+        return _measure(
+            db,
+            flows=flows,
+            in_flight=in_flight,
+            mode=mode,
+            warmup=warmup,
+            journal_mode=journal_mode,
+            synchronous=synchronous,
+        )
     with tempfile.TemporaryDirectory(prefix="dbos-bench-") as directory:
         db_file = Path(directory) / "dbos.sqlite"
-        return _measure(db_file, flows, in_flight, mode, warmup, journal_mode, synchronous)
+        return _measure(
+            db_file,
+            flows=flows,
+            in_flight=in_flight,
+            mode=mode,
+            warmup=warmup,
+            journal_mode=journal_mode,
+            synchronous=synchronous,
+        )
 
 
 def _line(result: dict[str, object]) -> str:
@@ -276,7 +293,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=1, help="workflows running at once")
     parser.add_argument("--runs", type=int, default=1, help="runs, each on a fresh database")
     parser.add_argument("--db", type=Path, help="database file to use (replaced each run)")
-    parser.add_argument("--mode", choices=get_args(Mode), default="threads")
+    parser.add_argument("--mode", choices=get_args(Mode), default="call")
     parser.add_argument("--warmup", type=int, default=WARMUP)
     parser.add_argument("--journal-mode", default=JOURNAL_MODE)
     parser.add_argument("--synchronous", default=SYNCHRONOUS)

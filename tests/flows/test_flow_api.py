@@ -428,7 +428,7 @@ def test_a_flow_raising_hospitalize_is_kept_for_observation(
     assert not handle.done
     (summary,) = alice.store.list_flows()
     assert summary.status is FlowStatus.HOSPITALIZED
-    (record,) = alice.runtime.hospital.records
+    (record,) = alice.hospital.records
     assert record.outcome == "observe"
     assert "look at me" in record.message
 

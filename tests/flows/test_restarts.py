@@ -183,7 +183,7 @@ def test_replaying_a_flow_whose_code_changed_fails_with_non_determinism() -> Non
         net.run_network()
     finally:
         Changeable.VARIANT = "old"
-    (admission,) = alice.runtime.hospital.records
+    (admission,) = alice.hospital.records
     assert admission.error_type.endswith("NonDeterministicFlowError")
     assert "asked for 'now'" in admission.message  # sleep() reads the clock first
     assert "code changed" in admission.message

@@ -110,3 +110,18 @@ def test_a_node_name_can_be_used_only_once(net: MockNetwork) -> None:
     net.create_node("alice")
     with pytest.raises(ValueError, match="already exists"):
         net.create_node("alice")
+
+
+def test_a_passivated_flow_comes_back_when_its_message_arrives(net: MockNetwork) -> None:
+    alice = net.create_node("alice")
+    handle = alice.start_flow(Ping("late", 4))
+    net.run_network()
+    (flow_id,) = alice.live_flows
+    alice.passivate(flow_id)
+    net.run_network()
+    assert alice.live_flows == []
+    (summary,) = alice.store.list_flows()
+    assert summary.pending_request == "send_and_receive"
+    net.create_node("late")
+    assert handle.result() == 5
+    assert alice.store.list_flows() == []

@@ -36,6 +36,7 @@ from parley.protocol.actions import (
     Action,
     Continuation,
     ExecuteOperation,
+    Passivate,
     PersistCheckpoint,
     ProcessEvents,
     RemoveFlow,
@@ -83,7 +84,9 @@ class FlowHost(Protocol):
         """Commit ``ops`` atomically, then call ``driver.commit_done(error_or_None)``."""
         ...
 
-    def send(self, driver: FlowDriver, envelopes: tuple[Envelope, ...]) -> None: ...
+    def send(self, driver: FlowDriver, envelopes: tuple[Envelope, ...]) -> None:
+        """Publish; a failure must reach the flow before its next commit completes."""
+        ...
 
     def ack(self, deliveries: tuple[object, ...]) -> None: ...
 
@@ -98,6 +101,10 @@ class FlowHost(Protocol):
     def removed(self, driver: FlowDriver, result: object, error: BaseException | None) -> None: ...
 
     def restore(self, driver: FlowDriver) -> None: ...
+
+    def passivated(self, driver: FlowDriver) -> None:
+        """The flow's state is durable; drop the driver (its handle stays)."""
+        ...
 
     def admit(self, driver: FlowDriver, state: FlowState) -> None:
         """Hospital admission: the flow just became errored (with new errors)."""
@@ -256,6 +263,16 @@ class FlowDriver:
             )
 
     # ---- running --------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Suspended on a request, with no events queued and no commit outstanding."""
+        return (
+            not self.mailbox
+            and self._blocked is None
+            and not self.done
+            and self.state.pending is not None
+        )
+
     def post(self, event: Event) -> None:
         """Queue an event for this flow."""
         if self.done:
@@ -351,6 +368,9 @@ class FlowDriver:
             case RestoreFromCheckpoint():
                 self.done = True
                 self.host.restore(self)
+            case Passivate():
+                self.done = True
+                self.host.passivated(self)
             case PersistCheckpoint():
                 raise StateTransitionError(
                     "PersistCheckpoint reached _perform", "PersistCheckpoint"

@@ -19,11 +19,15 @@ anything else                                 propagate: the flow fails, peers a
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
+
+import pykka
 
 from parley.protocol.errors import (
     DeserializationError,
@@ -40,6 +44,17 @@ from parley.protocol.events import (
 )
 from parley.protocol.state import FlowState
 from parley.store import classify_sqlite_error
+
+#: Receives the hospital's verdict: the event to post to the flow, after ``delay`` seconds.
+Verdict = Callable[[Event, float], None]
+
+
+class HospitalPort(Protocol):
+    """Where a runtime sends errored flows (in-process, or the node's Hospital actor)."""
+
+    def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None: ...
+
+    def discharge(self, flow_id: str) -> None: ...
 
 
 class Outcome(StrEnum):
@@ -97,7 +112,12 @@ class Hospital:
         self._retries: dict[tuple[str, int, str], int] = {}
         self.records: list[Admission] = []
 
-    def admit(self, state: FlowState, now: datetime) -> tuple[Event, float]:
+    def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None:
+        """Admit an errored flow; ``verdict(event, delay)`` is called with the outcome."""
+        event, delay = self.examine(state, now)
+        verdict(event, delay)
+
+    def examine(self, state: FlowState, now: datetime) -> tuple[Event, float]:
         """Diagnose the newest error of ``state``; returns the verdict event and its delay."""
         assert state.errors is not None
         error = state.errors.errors[-1].exception
@@ -160,4 +180,67 @@ class Hospital:
             del self._retries[key]
 
 
-__all__ = ["Admission", "Diagnosis", "Hospital", "Outcome", "backoff", "causes"]
+# ---- the node's Hospital actor ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Admit:
+    state: FlowState
+    now: datetime
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class _Discharge:
+    flow_id: str
+
+
+class HospitalActor(pykka.ThreadingActor):
+    """The node's one hospital: every worker's errored flows are admitted here."""
+
+    def __init__(self, hospital: Hospital) -> None:
+        super().__init__()
+        self.hospital = hospital
+
+    def on_receive(self, message: object) -> object:
+        match message:
+            case _Admit(state=state, now=now, verdict=verdict):
+                self.hospital.admit(state, now, verdict)
+            case _Discharge(flow_id=flow_id):
+                self.hospital.discharge(flow_id)
+            case "records":
+                return list(self.hospital.records)
+        return None
+
+
+class ActorHospital:
+    """A :class:`HospitalPort` that forwards to a :class:`HospitalActor` (never blocks)."""
+
+    def __init__(self, ref: pykka.ActorRef[HospitalActor]) -> None:
+        self.ref = ref
+
+    def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None:
+        self.ref.tell(_Admit(state, now, verdict))
+
+    def discharge(self, flow_id: str) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.ref.tell(_Discharge(flow_id))
+
+    def records(self, timeout: float = 5.0) -> list[Admission]:
+        result = self.ref.ask("records", timeout=timeout)
+        assert isinstance(result, list)
+        return result
+
+
+__all__ = [
+    "ActorHospital",
+    "Admission",
+    "Diagnosis",
+    "Hospital",
+    "HospitalActor",
+    "HospitalPort",
+    "Outcome",
+    "Verdict",
+    "backoff",
+    "causes",
+]

@@ -18,11 +18,11 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from parley.actors.driver import FlowDriver
-from parley.actors.hospital import Hospital
+from parley.actors.hospital import Hospital, HospitalPort
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.registry import (
@@ -40,13 +40,16 @@ from parley.protocol.errors import (
     FlowUsageError,
     KilledFlowException,
     ParleyError,
+    StateTransitionError,
 )
 from parley.protocol.events import (
     DoRemainingWork,
     Event,
+    FlowFailed,
     KillRequested,
     OperationCompleted,
     OperationFailed,
+    PassivationRequested,
     SessionMessageDelivered,
     WokeUp,
 )
@@ -76,7 +79,11 @@ class RuntimePorts(Protocol):
         """Commit ``ops`` atomically (possibly grouped with others), then call ``done`` here."""
         ...
 
-    def send(self, envelopes: tuple[Envelope, ...]) -> None: ...
+    def send(
+        self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
+    ) -> None:
+        """Publish ``envelopes``; call ``done`` here once every one is acknowledged (or failed)."""
+        ...
 
     def ack(self, deliveries: tuple[object, ...]) -> None: ...
 
@@ -141,13 +148,13 @@ class FlowRuntime:
         ports: RuntimePorts,
         *,
         registry: FlowRegistry | None = None,
-        hospital: Hospital | None = None,
+        hospital: HospitalPort | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
-        self.hospital = hospital or Hospital(random=ports.random)
+        self.hospital: HospitalPort = hospital or Hospital(random=ports.random)
         self.drivers: dict[str, FlowDriver] = {}
         self.handles: dict[str, FlowHandle[Any]] = {}
         #: Messages delivered to a flow since its last commit, re-delivered if it is retried.
@@ -156,6 +163,11 @@ class FlowRuntime:
         self.held_inits: dict[str, tuple[Envelope, object]] = {}
         self._ready: dict[str, FlowDriver] = {}
         self._scheduled = False
+        #: Publishes not yet acknowledged, per flow: a flow's next commit waits for them.
+        self._publishing: dict[str, int] = {}
+        self._publish_errors: dict[str, BaseException] = {}
+        self._deferred_commits: dict[str, Callable[[], None]] = {}
+        self._active: set[str] = set()
         #: Called with ``(flow_id, result, error)`` whenever a flow ends (tests, metrics).
         self.on_flow_end: Callable[[str, object, BaseException | None], None] | None = None
 
@@ -305,7 +317,7 @@ class FlowRuntime:
             ids.reject_id(init.initiator_session), self.identity, envelope.sender, reject
         )
         log.info("rejecting session-init %s from %s: %s", envelope.id, envelope.sender, reason)
-        self.ports.send((out,))
+        self.ports.send((out,), _log_publish_error)
         self._ack(delivery)
 
     def drop_held_init(self, flow_id: str) -> bool:
@@ -411,8 +423,23 @@ class FlowRuntime:
             flow_id = next(iter(self._ready))
             driver = self._ready.pop(flow_id)
             driver.run()
+            self._active.add(flow_id)
             ran = True
         return ran
+
+    def active_flow_ids(self) -> list[str]:
+        """The flows that ran since the last call (for the host's idleness bookkeeping)."""
+        active, self._active = list(self._active), set()
+        return active
+
+    def is_waiting(self, flow_id: str) -> bool:
+        """Whether a live flow is suspended with nothing to do until an event comes."""
+        driver = self.drivers.get(flow_id)
+        return driver is not None and driver.idle and flow_id not in self._publishing
+
+    def post_restore(self, flow_id: str) -> bool:
+        """Restore a stored flow (node start); returns whether it was restored."""
+        return self._restore(flow_id) is not None
 
     def _run_scheduled(self) -> None:
         self.run_ready()
@@ -425,19 +452,55 @@ class FlowRuntime:
             self.ports.call_soon(self._run_scheduled)
 
     def commit(self, driver: FlowDriver, ops: tuple[StoreOp, ...]) -> None:
+        """Commit once the flow's earlier publishes are acknowledged (so no checkpoint ever
+        passes a send that may not have happened)."""
         flow_id = driver.flow_id
-        delivered = list(self._uncommitted.get(flow_id, ()))
 
-        def done(error: BaseException | None) -> None:
-            if error is None and delivered:
-                pending = self._uncommitted.get(flow_id, [])
-                self._uncommitted[flow_id] = pending[len(delivered) :]
-            driver.commit_done(error)
+        def go() -> None:
+            failed = self._publish_errors.pop(flow_id, None)
+            if failed is not None:
+                driver.commit_done(failed)
+                return
+            delivered = list(self._uncommitted.get(flow_id, ()))
 
-        self.ports.commit(ops, done)
+            def done(error: BaseException | None) -> None:
+                if error is None and delivered:
+                    pending = self._uncommitted.get(flow_id, [])
+                    self._uncommitted[flow_id] = pending[len(delivered) :]
+                driver.commit_done(error)
+
+            self.ports.commit(ops, done)
+
+        if self._publishing.get(flow_id):
+            self._deferred_commits[flow_id] = go
+        else:
+            go()
 
     def send(self, driver: FlowDriver, envelopes: tuple[Envelope, ...]) -> None:
-        self.ports.send(envelopes)
+        flow_id = driver.flow_id
+        self._publishing[flow_id] = self._publishing.get(flow_id, 0) + 1
+
+        def done(error: BaseException | None) -> None:
+            remaining = self._publishing.get(flow_id, 1) - 1
+            if remaining > 0:
+                self._publishing[flow_id] = remaining
+            else:
+                self._publishing.pop(flow_id, None)
+            if error is not None:
+                log.warning("publishing for flow %s failed: %r", flow_id, error)
+                self._publish_errors.setdefault(flow_id, error)
+            if remaining > 0:
+                return
+            deferred = self._deferred_commits.pop(flow_id, None)
+            if deferred is not None:
+                deferred()
+            elif flow_id in self._publish_errors and self.drivers.get(flow_id) is driver:
+                failed = self._publish_errors.pop(flow_id)
+                wrapped = StateTransitionError(f"publishing failed: {failed!r}", "SendMessages")
+                wrapped.__cause__ = failed
+                driver.post(FlowFailed(wrapped))
+
+        self.ports.send(envelopes, done)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
         self.ports.ack(deliveries)
@@ -493,6 +556,20 @@ class FlowRuntime:
         else:
             handle.future.set_exception(error)
 
+    def passivate(self, flow_id: str) -> None:
+        """Ask a flow to leave memory (it does if it is waiting; see the protocol's rules)."""
+        driver = self.drivers.get(flow_id)
+        if driver is not None:
+            driver.post(PassivationRequested())
+
+    def passivated(self, driver: FlowDriver) -> None:
+        flow_id = driver.flow_id
+        driver.close()
+        if self.drivers.get(flow_id) is driver:
+            del self.drivers[flow_id]
+        self._ready.pop(flow_id, None)
+        self._uncommitted.pop(flow_id, None)
+
     def restore(self, driver: FlowDriver) -> None:
         flow_id = driver.flow_id
         driver.close()
@@ -522,14 +599,16 @@ class FlowRuntime:
         return driver
 
     def admit(self, driver: FlowDriver, state: FlowState) -> None:
-        event, delay = self.hospital.admit(state, self.ports.now())
         flow_id = driver.flow_id
-        if delay <= 0:
-            self.ports.call_soon(lambda: self._verdict(flow_id, driver, event))
-        else:
-            when = self.ports.now().timestamp() + delay
-            at = datetime.fromtimestamp(when, tz=self.ports.now().tzinfo)
-            self.ports.call_at(at, lambda: self._verdict(flow_id, driver, event))
+
+        def verdict(event: Event, delay: float) -> None:  # may be called on another thread
+            if delay <= 0:
+                self.ports.call_soon(lambda: self._verdict(flow_id, driver, event))
+            else:
+                at = self.ports.now() + timedelta(seconds=delay)
+                self.ports.call_at(at, lambda: self._verdict(flow_id, driver, event))
+
+        self.hospital.admit(state, self.ports.now(), verdict)
 
     def _verdict(self, flow_id: str, driver: FlowDriver, event: Event) -> None:
         if self.drivers.get(flow_id) is driver:
@@ -543,6 +622,11 @@ class FlowRuntime:
 
     def uuid(self) -> str:
         return self.ports.uuid()
+
+
+def _log_publish_error(error: BaseException | None) -> None:
+    if error is not None:
+        log.warning("publishing a session rejection failed: %r", error)
 
 
 def _entry(data: bytes) -> Entry:

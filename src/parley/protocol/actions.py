@@ -95,6 +95,11 @@ class RemoveFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class Passivate:
+    """The flow's state is durable: drop it from memory; its next event restores it by replay."""
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreFromCheckpoint:
     """Discard this incarnation and restore the flow from its last checkpoint (a retry)."""
 
@@ -109,6 +114,7 @@ Action = (
     | RunQuery
     | SignalStarted
     | RemoveFlow
+    | Passivate
     | RestoreFromCheckpoint
 )
 
@@ -155,6 +161,7 @@ __all__ = [
     "Action",
     "Continuation",
     "ExecuteOperation",
+    "Passivate",
     "PersistCheckpoint",
     "ProcessEvents",
     "RemoveFlow",

@@ -52,7 +52,7 @@ Limits. A document is at most ``max_size`` bytes (default :data:`DEFAULT_MAX_SIZ
 decoding) and nests at most ``max_depth`` containers and tags (default :data:`DEFAULT_MAX_DEPTH`).
 :func:`encode` refuses values nested deeper than the default depth allows, so whatever it produces
 decodes with the defaults. The decoder also refuses trailing bytes, indefinite lengths, duplicate
-map keys, maps inside map keys, CBOR simple values and ``undefined``, and every tag not listed
+map keys, maps as map keys, CBOR simple values and ``undefined``, and every tag not listed
 above (regex 35, MIME 36, shared and string references 28/29/25/256, sets 258, IP addresses,
 dates 0/1/100/1004, decimal fractions 4/5, rationals 30, complex numbers 43000, self-described
 CBOR 55799, and all unknown tags).
@@ -139,6 +139,8 @@ class _Registration:
 
 _BY_NAME: dict[str, _Registration] = {}
 _BY_TYPE: dict[type, _Registration] = {}
+#: ``build`` of the registered dataclasses by name: the decoder's fast path.
+_OBJECT_BUILDERS: dict[str, Callable[[Sequence[Any]], object]] = {}
 
 
 @overload
@@ -215,6 +217,8 @@ def _register(cls: type, name: str | None) -> None:
         raise ValueError(f"{type_name(cls)} is already registered as {_BY_TYPE[cls].name!r}")
     _BY_NAME[stable] = registration
     _BY_TYPE[cls] = registration
+    if not registration.is_enum:
+        _OBJECT_BUILDERS[stable] = registration.build
     _ENCODERS[cls] = hook
 
 
@@ -362,7 +366,20 @@ def _encode_tagged(encoder: _Encoder, tag: int, items: Sequence[Any], value: obj
 
 
 def _encode_tuple(encoder: _Encoder, value: tuple[Any, ...]) -> None:
-    _encode_tagged(encoder, TAG_TUPLE, value, value)
+    # _encode_tagged, inlined: frozen dataclasses hold tuples.
+    key = id(encoder)
+    depth = _depths.get(key, 0) + 2
+    if depth > _MAX_ENCODE_DEPTH:
+        raise _too_deep(value)
+    _depths[key] = depth
+    try:
+        encoder.encode_length(6, TAG_TUPLE)
+        encoder.encode_array(value)
+    finally:
+        if depth == 2:
+            del _depths[key]
+        else:
+            _depths[key] = depth - 2
 
 
 def _encode_set(encoder: _Encoder, value: set[Any]) -> None:
@@ -612,18 +629,18 @@ def _reject_tag(tag: cbor2.CBORTag, immutable: bool) -> object:
 
 
 def _check_map(mapping: Mapping[Any, Any], immutable: bool) -> object:
-    if immutable:  # a map inside a map key or a set element would decode as a frozendict
-        raise DeserializationError("a map cannot be part of a map key")
-    return mapping
+    # Inside a map key cbor2 makes maps frozendicts. A plain dict instead keeps the output
+    # whitelisted: a map used as a key is then refused as unhashable, while the fields map of an
+    # exception used as a key still works.
+    return dict(mapping) if immutable else mapping
 
 
 def _check_map_strict(mapping: Mapping[Any, Any], immutable: bool) -> object:
-    _check_map(mapping, immutable)
     if not _UNCHECKED.isdisjoint(map(type, mapping)):
         _check_items(mapping)
     if not _UNCHECKED.isdisjoint(map(type, mapping.values())):
         _check_items(mapping.values())
-    return mapping
+    return dict(mapping) if immutable else mapping
 
 
 def _payload(value: object, what: str) -> Sequence[Any]:
@@ -638,19 +655,21 @@ def _text(value: object, what: str) -> str:
     raise DeserializationError(f"malformed {what}: expected text, got {type(value).__name__}")
 
 
-def _decode_tuple(value: Any, immutable: bool) -> object:
+def _decode_tuple(value: Any) -> object:
+    if type(value) is list:
+        return tuple(value)
     return tuple(_payload(value, "tuple"))
 
 
-def _decode_set(value: Any, immutable: bool) -> object:
+def _decode_set(value: Any) -> object:
     return set(_payload(value, "set"))
 
 
-def _decode_frozenset(value: Any, immutable: bool) -> object:
+def _decode_frozenset(value: Any) -> object:
     return frozenset(_payload(value, "frozenset"))
 
 
-def _decode_datetime(value: Any, immutable: bool) -> object:
+def _decode_datetime(value: Any) -> object:
     if isinstance(value, str):
         return _naive_datetime(value)
     payload = _payload(value, "datetime")
@@ -667,11 +686,11 @@ def _naive_datetime(text: str) -> datetime:
     return moment
 
 
-def _decode_date(value: Any, immutable: bool) -> object:
+def _decode_date(value: Any) -> object:
     return date.fromisoformat(_text(value, "date"))
 
 
-def _decode_decimal(value: Any, immutable: bool) -> object:
+def _decode_decimal(value: Any) -> object:
     return Decimal(_text(value, "decimal"))
 
 
@@ -688,17 +707,21 @@ def _registration(payload: Sequence[Any], is_enum: bool) -> _Registration:
     return registration
 
 
-def _decode_object(value: Any, immutable: bool) -> object:
-    payload = _payload(value, "object")
+def _decode_object(value: Any) -> object:
+    if (type(value) is list or type(value) is tuple) and value and type(value[0]) is str:
+        build = _OBJECT_BUILDERS.get(value[0])
+        if build is not None:
+            return build(value)
+    payload = _payload(value, "object")  # the slow path finds what is wrong
     return _registration(payload, is_enum=False).build(payload)
 
 
-def _decode_enum(value: Any, immutable: bool) -> object:
+def _decode_enum(value: Any) -> object:
     payload = _payload(value, "enum")
     return _registration(payload, is_enum=True).build(payload)
 
 
-def _decode_exception(value: Any, immutable: bool) -> object:
+def _decode_exception(value: Any) -> object:
     payload = _payload(value, "exception")
     if len(payload) != 3:
         raise DeserializationError("malformed exception: expected [name, args, fields]")
@@ -732,14 +755,32 @@ def _decode_exception(value: Any, immutable: bool) -> object:
     return error
 
 
-class _DecoderTable(dict[int, Callable[[Any, bool], object]]):
+_Callback = Callable[[Any], object]
+_TwoStage = Callable[[bool], tuple[None, _Callback]]
+
+
+def _two_stage(callback: _Callback) -> _TwoStage:
+    """Wrap ``callback`` as a cbor2 two-stage decoder that creates no container up front.
+
+    cbor2 calls a plain semantic decoder only after probing it for the two-stage attributes, and
+    that failed attribute lookup costs about as much as the call; a two-stage decoder has them.
+    """
+    stages = (None, callback)
+
+    def first_stage(immutable: bool) -> tuple[None, _Callback]:
+        return stages
+
+    return cbor2.shareable_decoder(first_stage)
+
+
+class _DecoderTable(dict[int, _TwoStage]):
     """cbor2's ``semantic_decoders``: our tags; bignums and UUIDs natively; every other tag refused.
 
     cbor2 consults this mapping before its built-in tag decoders, so refusing in ``__missing__``
     also covers tags a later cbor2 version may start decoding by itself.
     """
 
-    def __missing__(self, tag: int) -> Callable[[Any, bool], object]:
+    def __missing__(self, tag: int) -> _TwoStage:
         if tag in _NATIVE_TAGS:
             raise KeyError(tag)  # let cbor2 decode it
         raise DeserializationError(f"CBOR tag {tag} is not allowed")
@@ -748,19 +789,17 @@ class _DecoderTable(dict[int, Callable[[Any, bool], object]]):
 #: Standard tags cbor2 decodes for us: positive and negative bignums, UUID.
 _NATIVE_TAGS = frozenset({2, 3, 37})
 
-_DECODERS = _DecoderTable(
-    {
-        TAG_TUPLE: _decode_tuple,
-        TAG_SET: _decode_set,
-        TAG_FROZENSET: _decode_frozenset,
-        TAG_DATETIME: _decode_datetime,
-        TAG_DATE: _decode_date,
-        TAG_DECIMAL: _decode_decimal,
-        TAG_OBJECT: _decode_object,
-        TAG_ENUM: _decode_enum,
-        TAG_EXCEPTION: _decode_exception,
-    }
-)
+_CALLBACKS: dict[int, _Callback] = {
+    TAG_TUPLE: _decode_tuple,
+    TAG_SET: _decode_set,
+    TAG_FROZENSET: _decode_frozenset,
+    TAG_DATETIME: _decode_datetime,
+    TAG_DATE: _decode_date,
+    TAG_DECIMAL: _decode_decimal,
+    TAG_OBJECT: _decode_object,
+    TAG_ENUM: _decode_enum,
+    TAG_EXCEPTION: _decode_exception,
+}
 
 #: Initial bytes of CBOR simple values 0-19 (0xe0-0xf3), undefined (0xf7) and one-byte simple
 #: values (0xf8). If none of them occurs anywhere in a document, it holds no simple value.
@@ -782,10 +821,10 @@ def _check_items(items: Iterable[object]) -> None:
             raise DeserializationError(f"CBOR simple value {item!r} is not allowed")
 
 
-def _strict(decoder: Callable[[Any, bool], object]) -> Callable[[Any, bool], object]:
-    def checked(value: Any, immutable: bool) -> object:
+def _strict(callback: _Callback) -> _Callback:
+    def checked(value: Any) -> object:
         _check_items((value,))
-        return decoder(value, immutable)
+        return callback(value)
 
     return checked
 
@@ -793,12 +832,14 @@ def _strict(decoder: Callable[[Any, bool], object]) -> Callable[[Any, bool], obj
 _FAST_OPTIONS: dict[str, Any] = {
     "tag_hook": _reject_tag,
     "object_hook": _check_map,
-    "semantic_decoders": _DECODERS,
+    "semantic_decoders": _DecoderTable({t: _two_stage(f) for t, f in _CALLBACKS.items()}),
     "allow_indefinite": False,
     "allow_duplicate_keys": False,
 }
 _STRICT_OPTIONS: dict[str, Any] = {
     **_FAST_OPTIONS,
     "object_hook": _check_map_strict,
-    "semantic_decoders": _DecoderTable({tag: _strict(fn) for tag, fn in _DECODERS.items()}),
+    "semantic_decoders": _DecoderTable(
+        {tag: _two_stage(_strict(callback)) for tag, callback in _CALLBACKS.items()}
+    ),
 }

@@ -107,6 +107,8 @@ class FlowTimeoutException(ParleyError):
 class KilledFlowException(BaseException):
     """The flow was killed by an operator (a ``BaseException``, so flows can't swallow it)."""
 
+    flow_id: str
+
     def __init__(self, flow_id: str, message: str | None = None) -> None:
         super().__init__(message or f"Flow {flow_id} was killed")
         self.flow_id = flow_id

@@ -123,6 +123,11 @@ class KillRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class PassivationRequested:
+    """The host wants the flow out of memory (it is idle, or too many flows are live)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ActionFailed:
     """An action of the previous transition failed; the state reverted to before it."""
 
@@ -147,6 +152,7 @@ Event = (
     | RetryFromCheckpoint
     | KeepForObservation
     | KillRequested
+    | PassivationRequested
     | ActionFailed
 )
 
@@ -161,6 +167,7 @@ __all__ = [
     "KillRequested",
     "OperationCompleted",
     "OperationFailed",
+    "PassivationRequested",
     "RetryFromCheckpoint",
     "SessionMessageDelivered",
     "StartErrorPropagation",

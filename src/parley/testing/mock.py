@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any, Generic, TypeVar, cast
 
+from parley.actors.hospital import Hospital
 from parley.actors.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
@@ -109,8 +110,11 @@ class _Ports:
             error = exc
         done(error)
 
-    def send(self, envelopes: tuple[Envelope, ...]) -> None:
+    def send(
+        self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
+    ) -> None:
         self.node.network._publish(envelopes)
+        done(None)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
         for delivery in deliveries:
@@ -159,11 +163,17 @@ class MockNode:
         #: Outcome of every flow that ended on this node: ``(ok, value_or_exception)``.
         self.outcomes: dict[str, tuple[bool, object]] = {}
         self.generation = 0
+        #: The node's flow hospital (kept across restarts so tests can read every admission).
+        self.hospital = Hospital(random=self.rng.random)
         self.runtime = self._new_runtime()
 
     def _new_runtime(self) -> FlowRuntime:
         runtime = FlowRuntime(
-            self.name, self.store, _Ports(self, self.generation), registry=self.registry
+            self.name,
+            self.store,
+            _Ports(self, self.generation),
+            registry=self.registry,
+            hospital=self.hospital,
         )
         runtime.on_flow_end = self._record_outcome
         return runtime
@@ -182,6 +192,10 @@ class MockNode:
 
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)
+
+    def passivate(self, flow_id: str) -> None:
+        """Ask a flow to leave memory (a waiting flow does; it comes back on its next event)."""
+        self.runtime.passivate(flow_id)
 
     @property
     def live_flows(self) -> list[str]:

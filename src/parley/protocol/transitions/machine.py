@@ -12,7 +12,8 @@ Rules of the machine
 5. Events are dispatched by type to one module per family: starting and suspending
    (:mod:`.suspend`), the pending work (:mod:`.remaining_work`), deliveries (:mod:`.deliver`),
    events from the running code (:mod:`.immediate`), completions (:mod:`.completion`), finishing
-   (:mod:`.finish`) and errors, the hospital's verdicts and kills (:mod:`.error`).
+   (:mod:`.finish`), errors, the hospital's verdicts and kills (:mod:`.error`) and passivation
+   (:mod:`.passivate`).
 6. An event that can't happen in the state (say, a suspension while already suspended) raises
    :class:`~parley.protocol.errors.ProtocolViolation`: that is a bug in the driver, never in user
    code, and it is the only exception ``transition`` raises.
@@ -35,6 +36,7 @@ from parley.protocol.events import (
     KillRequested,
     OperationCompleted,
     OperationFailed,
+    PassivationRequested,
     RetryFromCheckpoint,
     SessionMessageDelivered,
     StartErrorPropagation,
@@ -45,7 +47,15 @@ from parley.protocol.events import (
     WokeUp,
 )
 from parley.protocol.state import FlowState
-from parley.protocol.transitions import completion, deliver, error, finish, immediate, suspend
+from parley.protocol.transitions import (
+    completion,
+    deliver,
+    error,
+    finish,
+    immediate,
+    passivate,
+    suspend,
+)
 from parley.protocol.transitions.remaining_work import pending_work
 from parley.protocol.transitions.suspend import restore_pending
 
@@ -93,6 +103,8 @@ def transition(state: FlowState, event: Event) -> Transition:
             return error.kill_requested(state)
         case ActionFailed():
             return error.action_failed(state, event)
+        case PassivationRequested():
+            return passivate.passivation_requested(state)
         case _:
             assert_never(event)
 

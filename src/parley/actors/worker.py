@@ -1,0 +1,314 @@
+"""FlowWorker: a pykka actor that hosts many flows on its one thread.
+
+pykka gives every actor an OS thread, so flows are not actors of their own: a node runs a small,
+fixed number of workers and shards flows across them by flow id. A worker owns a
+:class:`~parley.actors.runtime.FlowRuntime`, whose drivers are the flow actors (one mailbox each,
+events of one flow processed in order). Everything a flow's actions do to the world goes through
+:class:`WorkerPorts`, and every answer (commit done, message published, timer fired, operation
+finished) comes back to the worker as a :class:`Call` message, so flows only ever run on their
+worker's thread.
+
+The worker also keeps the number of flows in memory under its budget by passivating flows that wait
+(oldest first), and passivates flows idle for longer than ``passivate_after``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pykka
+
+from parley.actors.hospital import HospitalPort
+from parley.actors.persistence import Commit
+from parley.actors.runtime import FlowHandle, FlowRuntime
+from parley.actors.timers import TimerService
+from parley.flows.logic import FlowLogic
+from parley.flows.registry import FlowRegistry
+from parley.protocol.messages import Envelope, encode_envelope
+from parley.protocol.records import StoreOp
+from parley.store import SqliteStore
+
+log = logging.getLogger("parley.worker")
+
+
+class Publisher(Protocol):
+    """The node's messaging, as a worker uses it (thread-safe methods)."""
+
+    def publish_envelopes(
+        self,
+        envelopes: Sequence[tuple[Envelope, bytes]],
+        done: Callable[[BaseException | None], None],
+    ) -> None: ...
+
+    def ack(self, deliveries: Sequence[Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``fn`` on the worker's thread."""
+
+    fn: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Decoded envelopes for flows of this worker, with their ack tokens."""
+
+    items: tuple[tuple[Envelope, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartFlow:
+    flow: FlowLogic[Any]
+    flow_id: str | None
+    client_id: str | None
+    started_by: str | None
+    reply: Future[FlowHandle[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreFlows:
+    flow_ids: tuple[str, ...]
+    reply: Future[int]
+
+
+@dataclass(frozen=True, slots=True)
+class KillFlow:
+    flow_id: str
+    reply: Future[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """Ask for the worker's counters (live flows, passivations)."""
+
+    reply: Future[dict[str, int]]
+
+
+@dataclass(slots=True)
+class WorkerServices:
+    """What every worker of a node shares."""
+
+    identity: str
+    db_path: Path
+    registry: FlowRegistry
+    persistence: pykka.ActorRef[Any]
+    publisher: Publisher
+    timers: TimerService
+    operations: ThreadPoolExecutor
+    hospital: HospitalPort
+    live_budget: int = 10_000
+    passivate_after: float = 60.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class WorkerPorts:
+    """The runtime's ports inside a worker: every callback hops back with a :class:`Call`."""
+
+    def __init__(self, ref: pykka.ActorRef[Any], services: WorkerServices) -> None:
+        self._ref = ref
+        self._services = services
+        self._rng = random.Random()
+
+    def _back(self, fn: Callable[[], None]) -> None:
+        try:
+            self._ref.tell(Call(fn))
+        except pykka.ActorDeadError:
+            log.debug("worker stopped; dropping a callback")
+
+    def commit(
+        self, ops: tuple[StoreOp, ...], done: Callable[[BaseException | None], None]
+    ) -> None:
+        def committed(error: BaseException | None) -> None:
+            self._back(lambda: done(error))
+
+        self._services.persistence.tell(Commit(ops, committed))
+
+    def send(
+        self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
+    ) -> None:
+        encoded = [(e, encode_envelope(e)) for e in envelopes]
+
+        def published(error: BaseException | None) -> None:
+            self._back(lambda: done(error))
+
+        self._services.publisher.publish_envelopes(encoded, published)
+
+    def ack(self, deliveries: tuple[object, ...]) -> None:
+        self._services.publisher.ack(deliveries)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self._back(fn)
+
+    def call_at(self, when: datetime, fn: Callable[[], None]) -> None:
+        self._services.timers.call_at(when, lambda: self._back(fn))
+
+    def run_operation(self, fn: Callable[[], object], done: Callable[[bool, object], None]) -> None:
+        future = self._services.operations.submit(fn)
+
+        def finished(f: Future[object]) -> None:
+            error = f.exception()
+            if error is not None:
+                self._back(lambda: done(False, error))
+            else:
+                value = f.result()
+                self._back(lambda: done(True, value))
+
+        future.add_done_callback(finished)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def uuid(self) -> str:
+        return str(uuid.uuid4())
+
+
+class FlowWorker(pykka.ThreadingActor):
+    """Hosts a shard of the node's flows; see the module docstring."""
+
+    def __init__(self, index: int, services: WorkerServices) -> None:
+        super().__init__()
+        self.index = index
+        self.services = services
+        self.runtime: FlowRuntime | None = None
+        self._passivating: set[str] = set()
+        self._last_active: dict[str, float] = {}
+        self.passivations = 0
+
+    def on_start(self) -> None:
+        store = SqliteStore(self.services.db_path, readonly=True)
+        self.runtime = FlowRuntime(
+            self.services.identity,
+            store,
+            WorkerPorts(self.actor_ref, self.services),
+            registry=self.services.registry,
+            hospital=self.services.hospital,
+        )
+        self._schedule_sweep()
+
+    def on_stop(self) -> None:
+        if self.runtime is not None:
+            for driver in list(self.runtime.drivers.values()):
+                driver.close()
+            self.runtime.store.close()
+
+    def on_receive(self, message: Any) -> Any:
+        runtime = self.runtime
+        assert runtime is not None
+        match message:
+            case Call(fn=fn):
+                fn()
+            case Deliver(items=items):
+                for envelope, delivery in items:
+                    runtime.deliver(envelope, delivery)
+            case StartFlow():
+                self._start(runtime, message)
+            case RestoreFlows(flow_ids=flow_ids, reply=reply):
+                restored = 0
+                for flow_id in flow_ids:
+                    if flow_id not in runtime.drivers and runtime.post_restore(flow_id):
+                        restored += 1
+                reply.set_result(restored)
+            case KillFlow(flow_id=flow_id, reply=reply):
+                reply.set_result(runtime.kill(flow_id))
+            case Inspect(reply=reply):
+                reply.set_result(
+                    {
+                        "live": len(runtime.drivers),
+                        "passivations": self.passivations,
+                        "handles": len(runtime.handles),
+                    }
+                )
+            case _:
+                log.warning("worker %d ignored %r", self.index, message)
+        runtime.run_ready()
+        self._keep_under_budget(runtime)
+        return None
+
+    def _start(self, runtime: FlowRuntime, message: StartFlow) -> None:
+        try:
+            handle = runtime.start_flow(
+                message.flow,
+                flow_id=message.flow_id,
+                client_id=message.client_id,
+                started_by=message.started_by,
+            )
+        except Exception as exc:
+            message.reply.set_exception(exc)
+        else:
+            message.reply.set_result(handle)
+
+    # ---- passivation ----------------------------------------------------------------------
+    def _keep_under_budget(self, runtime: FlowRuntime) -> None:
+        now = time.monotonic()
+        for flow_id in runtime.active_flow_ids():
+            self._last_active[flow_id] = now
+        excess = len(runtime.drivers) - len(self._passivating) - self.services.live_budget
+        if excess <= 0:
+            return
+        for flow_id in list(self._last_active):
+            if excess <= 0:
+                break
+            if flow_id not in runtime.drivers:
+                del self._last_active[flow_id]
+                self._passivating.discard(flow_id)
+                continue
+            if flow_id in self._passivating or not runtime.is_waiting(flow_id):
+                continue
+            self._passivate(runtime, flow_id)
+            excess -= 1
+
+    def _passivate(self, runtime: FlowRuntime, flow_id: str) -> None:
+        self._passivating.add(flow_id)
+        self.passivations += 1
+        runtime.passivate(flow_id)
+
+    def _schedule_sweep(self) -> None:
+        delay = max(1.0, self.services.passivate_after / 2)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        ref = self.actor_ref
+        self.services.timers.call_at(when, lambda: _tell(ref, Call(self._sweep)))
+
+    def _sweep(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        cutoff = time.monotonic() - self.services.passivate_after
+        for flow_id, last in list(self._last_active.items()):
+            if flow_id not in runtime.drivers:
+                del self._last_active[flow_id]
+                self._passivating.discard(flow_id)
+            elif last < cutoff and flow_id not in self._passivating and runtime.is_waiting(flow_id):
+                self._passivate(runtime, flow_id)
+        self._schedule_sweep()
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)
+
+
+__all__ = [
+    "Call",
+    "Deliver",
+    "FlowWorker",
+    "Inspect",
+    "KillFlow",
+    "Publisher",
+    "RestoreFlows",
+    "StartFlow",
+    "WorkerPorts",
+    "WorkerServices",
+]

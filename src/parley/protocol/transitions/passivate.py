@@ -1,0 +1,36 @@
+"""Passivation: take a waiting flow out of memory; its checkpoint is enough to bring it back.
+
+Only a flow that waits — on a receive, a sleep, a session confirmation, an operation of another
+incarnation — can go. A checkpoint is written first (its header records what the pending request
+already sent, the messages delivered so far and the journal), and the deliveries are acked after it,
+so nothing held in memory is lost. A flow that is running, errored, finishing or inside an
+idempotent sub-flow stays (the host tries again later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from parley.protocol.actions import Passivate, Transition
+from parley.protocol.requests import Execute, Query
+from parley.protocol.state import FlowState
+from parley.protocol.transitions.common import checkpoint
+
+
+def passivation_requested(state: FlowState) -> Transition:
+    pending = state.pending
+    if (
+        pending is None
+        or not state.started
+        or state.errors is not None
+        or state.finishing is not None
+        or state.idempotent
+        or state.restored_pending is not None
+        or isinstance(pending.request, Execute | Query)  # its result would come back to nobody
+    ):
+        return Transition(state)
+    state, actions = checkpoint(state)
+    return Transition(replace(state, removed=True), (*actions, Passivate()))
+
+
+__all__ = ["passivation_requested"]

@@ -1,0 +1,75 @@
+"""Flows used by the integration tests, imported by node processes as an app.
+
+The crash hooks kill their own process with SIGKILL at a chosen point — once: they leave a marker
+file first, so the flow's replay after the restart runs past the same point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+from parley import FlowLogic, FlowSession, initiated_by, initiating_flow, startable_by_rpc
+
+MIGRATIONS = [
+    "CREATE TABLE IF NOT EXISTS effects (side TEXT NOT NULL, round INTEGER NOT NULL)",
+]
+
+
+def crash_once(marker: str) -> None:
+    """SIGKILL this process, unless ``marker`` exists (it is created just before)."""
+    path = Path(marker)
+    if marker and not path.exists():
+        path.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_unless(marker: str) -> str:
+    """An external operation that blocks until the process dies, unless ``marker`` exists."""
+    if Path(marker).exists():
+        return "released"
+    threading.Event().wait(600)
+    return "timed out"
+
+
+@initiating_flow
+@startable_by_rpc
+class Rounds(FlowLogic[int]):
+    """``rounds`` round trips with a side effect per round; may crash after round ``crash_at``."""
+
+    def __init__(self, peer: str, rounds: int = 3, crash_at: int = -1, marker: str = "") -> None:
+        self.peer, self.rounds, self.crash_at, self.marker = peer, rounds, crash_at, marker
+
+    async def call(self) -> int:
+        session = self.initiate_flow(self.peer)
+        value = 0
+        for n in range(self.rounds):
+            value = (await session.send_and_receive(int, value)).unwrap(int)
+            self.services.db.execute("INSERT INTO effects VALUES ('initiator', ?)", (n,))
+            if n == self.crash_at:
+                crash_once(self.marker)
+        await session.send(-1)
+        return value
+
+
+@initiated_by(Rounds)
+class RoundsResponder(FlowLogic[None]):
+    """Answers each value with value + 1; the first round may hold until released."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        n = 0
+        while True:
+            value = (await self.session.receive(int)).unwrap(int)
+            if value < 0:
+                return
+            self.services.db.execute("INSERT INTO effects VALUES ('responder', ?)", (n,))
+            hold = os.environ.get("PARLEY_TEST_HOLD_MARKER")
+            if n == 0 and hold:
+                await self.execute(hold_unless, hold)
+            await self.session.send(value + 1)
+            n += 1
