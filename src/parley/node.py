@@ -16,8 +16,9 @@ machine; nodes of a network share one NATS server or cluster instead.
 The actors (see ``docs/architecture.md``): Persistence (the SQLite writer, group commit),
 FlowWorker shards (host the flows), SessionRouter (routes inbound messages), FlowManager (starts
 and restores flows), Hospital; plus the Messaging bridge that owns the NATS connection on its own
-asyncio thread, a timer thread and a pool for external operations. Start-up restores every runnable flow
-before any peer message is consumed; stop lets queued work finish and keeps every checkpoint.
+asyncio thread, a timer thread and a pool for external operations. Start-up restores every
+runnable flow before any peer message is consumed; stop lets queued work finish and keeps every
+checkpoint.
 """
 
 from __future__ import annotations
@@ -223,10 +224,9 @@ class Node:
                     return
         router = self._router
         if router is not None:
-            try:
+            # stopping: un-acked messages are redelivered on the next start
+            with contextlib.suppress(pykka.ActorDeadError):
                 router.tell(Inbound(tuple(items)))
-            except pykka.ActorDeadError:
-                pass  # stopping: un-acked messages are redelivered on the next start
 
     def _release_held(self) -> None:
         with self._held_lock:
