@@ -73,3 +73,42 @@ class RoundsResponder(FlowLogic[None]):
                 await self.execute(hold_unless, hold)
             await self.session.send(value + 1)
             n += 1
+
+
+@initiating_flow
+class Collect(FlowLogic[None]):
+    """Only its name is used: the tests play the initiator by hand."""
+
+
+@initiated_by(Collect)
+class Collector(FlowLogic[None]):
+    """Receives a count, then that many ints (writing each), and answers with the list."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        count = (await self.session.receive(int)).unwrap(int)
+        values = []
+        for _ in range(count):
+            value = (await self.session.receive(int)).unwrap(int)
+            self.services.db.execute("INSERT INTO effects VALUES ('collector', ?)", (value,))
+            values.append(value)
+        await self.session.send(values)
+
+
+@initiating_flow
+class Park(FlowLogic[None]):
+    """Only its name is used: the tests play the initiator by hand."""
+
+
+@initiated_by(Park)
+class Parked(FlowLogic[None]):
+    """Waits for one int and answers it plus one."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        value = (await self.session.receive(int)).unwrap(int)
+        await self.session.send(value + 1)

@@ -102,6 +102,7 @@ class EmbeddedNatsServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._url: str | None = None
+        self._returncode: int | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -121,6 +122,11 @@ class EmbeddedNatsServer:
     def port(self) -> int | None:
         """The client port: fixed at construction or chosen by the server at the first start."""
         return self._port
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of the last server process that ended (``-9`` after :meth:`kill`)."""
+        return self._returncode
 
     @property
     def running(self) -> bool:
@@ -155,7 +161,7 @@ class EmbeddedNatsServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=False,
             )
         except OSError as exc:
             log.close()
@@ -233,6 +239,7 @@ class EmbeddedNatsServer:
     def _reap(self) -> None:
         """Forget an exited process and close its log file handle."""
         if self._proc is not None and self._proc.poll() is not None:
+            self._returncode = self._proc.returncode
             self._proc = None
         if self._proc is None and self._log is not None:
             self._log.close()

@@ -303,7 +303,6 @@ class FlowRuntime:
             log.warning("responder %s failed to start: %r", frame.flow_class, exc)
             self._reject(envelope, init, str(exc) or "Unable to establish session", delivery)
             return
-        self.handles[flow_id] = FlowHandle(flow_id, tracker_of(flow))
         driver = FlowDriver(self, state, flow)
         self.drivers[flow_id] = driver
         driver.post(DoRemainingWork())
@@ -367,7 +366,10 @@ class FlowRuntime:
         if stored.status is FlowStatus.HOSPITALIZED:
             state = replace(state, status=FlowStatus.RUNNABLE)
         state = replace(state, incarnation=incarnation, client_id=stored.client_id)
-        self.handles.setdefault(flow_id, FlowHandle(flow_id, tracker_of(flow)))
+        if stored.kind is StartKind.RPC and flow_id not in self.handles:
+            handle: FlowHandle[Any] = FlowHandle(flow_id, tracker_of(flow))
+            handle.started.set_result(None)  # it is durable: it has a checkpoint
+            self.handles[flow_id] = handle
         driver = FlowDriver(self, state, flow, journal=journal)
         self.drivers[flow_id] = driver
         driver.start_replay()

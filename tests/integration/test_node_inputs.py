@@ -1,0 +1,258 @@
+"""A node against a hand-driven peer on a real nats-server: duplicates, reordering, hostile input,
+and passivation of thousands of waiting flows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from parley.actors.messaging import NatsBridge, Outgoing
+from parley.actors.natsserver import EmbeddedNatsServer
+from parley.apps.pingpong import Ping
+from parley.node import Node, NodeConfig
+from parley.protocol import codec, ids
+from parley.protocol.messages import (
+    Confirm,
+    Data,
+    End,
+    Envelope,
+    Init,
+    SessionMessage,
+    decode_envelope,
+    encode_envelope,
+)
+from tests.integration.nodes import rows, wait_for
+
+pytestmark = pytest.mark.integration
+
+APPS = ["parley.apps.pingpong", "tests.integration.apps"]
+COLLECT = "tests.integration.apps:Collect"
+PARK = "tests.integration.apps:Park"
+
+
+class FakePeer:
+    """Plays a node called ``tester`` by publishing envelopes by hand."""
+
+    def __init__(self, url: str, name: str = "tester") -> None:
+        self.name = name
+        self.inbox: queue.Queue[Envelope] = queue.Queue()
+        self.bridge = NatsBridge(name, url, on_messages=self._received)
+        self.bridge.start()
+
+    def _received(self, items: list[tuple[bytes, Any]]) -> None:
+        for data, _delivery in items:
+            self.inbox.put(decode_envelope(data))
+        self.bridge.ack([d for _, d in items])
+
+    def publish_raw(self, recipient: str, data: bytes, msg_id: str) -> None:
+        done: Future[BaseException | None] = Future()
+        self.bridge.publish([Outgoing(recipient, self.name, msg_id, data)], done.set_result)
+        assert done.result(10) is None
+
+    def send(self, recipient: str, body: SessionMessage, msg_id: str) -> None:
+        envelope = Envelope(msg_id, self.name, recipient, body)
+        self.publish_raw(recipient, encode_envelope(envelope), msg_id)
+
+    def send_many(self, recipient: str, bodies: list[tuple[str, SessionMessage]]) -> None:
+        done: Future[BaseException | None] = Future()
+        messages = [
+            Outgoing(recipient, self.name, i, encode_envelope(Envelope(i, self.name, recipient, b)))
+            for i, b in bodies
+        ]
+        self.bridge.publish(messages, done.set_result)
+        assert done.result(60) is None
+
+    def next(self, timeout: float = 10.0) -> Envelope:
+        return self.inbox.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.bridge.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
+    nats = EmbeddedNatsServer(tmp_path / "nats")
+    nats.start()
+    yield nats
+    nats.stop()
+
+
+@pytest.fixture
+def peer(server: EmbeddedNatsServer) -> Iterator[FakePeer]:
+    assert server.url is not None
+    fake = FakePeer(server.url)
+    yield fake
+    fake.close()
+
+
+def start_node(
+    tmp_path: Path, server: EmbeddedNatsServer, name: str = "alice", **options: Any
+) -> Node:
+    assert server.url is not None
+    config = NodeConfig(name, tmp_path / name, nats_url=server.url, apps=APPS, **options)
+    return Node(config).start()
+
+
+def test_duplicate_and_reordered_messages_are_processed_once_and_in_order(
+    tmp_path: Path, server: EmbeddedNatsServer, peer: FakePeer
+) -> None:
+    node = start_node(tmp_path, server)
+    try:
+        mine = "s" * 32 + ".0"
+        init = Init(mine, COLLECT, 1, "tests", codec.encode(3))
+        peer.send("alice", init, ids.message_id(mine, 0))
+        peer.send("alice", init, "another-id-for-the-same-init")  # a copy JetStream won't catch
+        confirm = peer.next()
+        assert isinstance(confirm.body, Confirm)
+        theirs = confirm.body.initiated_session
+
+        def data(seq: int) -> Data:
+            return Data(theirs, seq, codec.encode(seq * 10))
+
+        peer.send("alice", data(2), ids.message_id(mine, 2))  # seq 2 before seq 1
+        peer.send("alice", data(2), ids.message_id(mine, 2))  # the same message id again
+        peer.send("alice", data(1), ids.message_id(mine, 1))
+        peer.send("alice", data(1), "copy-of-1")  # a duplicate under another id
+        peer.send("alice", data(3), ids.message_id(mine, 3))
+        reply = peer.next()
+        assert isinstance(reply.body, Data)
+        assert codec.decode(reply.body.payload) == [10, 20, 30]
+        assert rows(node.db_path, "SELECT round FROM effects WHERE side = 'collector'") == [
+            (10,),
+            (20,),
+            (30,),
+        ]
+        assert isinstance(peer.next().body, End)
+        with pytest.raises(queue.Empty):
+            peer.next(timeout=0.5)  # one Confirm, one reply, one End: the init ran once
+    finally:
+        node.stop()
+
+
+def hostile_messages(tmp_path: Path) -> dict[str, bytes]:
+    unknown = Envelope("u:1", "tester", "alice", Data("f" * 32 + ".0", 1, codec.encode(1)))
+    evil_body = cbor2.CBORTag(codec.TAG_OBJECT, ["evil.module:Payload", 1])
+    evil = {"v": 1, "id": "e", "sender": "tester", "recipient": "alice", "kind": "data"}
+    return {
+        "garbage": os.urandom(64),
+        "unknown session": encode_envelope(unknown),
+        "oversized": b"\x00" * 70_000,
+        "non-whitelisted type": cbor2.dumps({**evil, "body": evil_body}),
+    }
+
+
+def test_hostile_input_is_acked_logged_and_leaves_other_flows_alone(
+    tmp_path: Path,
+    server: EmbeddedNatsServer,
+    peer: FakePeer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="parley")
+    alice = start_node(tmp_path, server, max_message_size=64 * 1024)
+    bob = start_node(tmp_path, server, "bob")
+    try:
+        handle = alice.start_flow(Ping("bob", 1, rounds=5))
+        for kind, data in hostile_messages(tmp_path).items():
+            peer.publish_raw("alice", data, f"hostile-{kind}")
+        assert handle.result(30) == 6
+        reasons = wait_for(
+            lambda: (
+                [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
+                if sum("dropping" in r.getMessage() for r in caplog.records) >= 4
+                else None
+            ),
+            10,
+            "four drop log lines",
+        )
+        assert any("no session" in r for r in reasons)
+        assert any("over the limit" in r for r in reasons)
+        assert any("evil.module:Payload" in r for r in reasons)
+        info = wait_for(
+            lambda: _consumer_drained(server, "alice"), 10, "alice's consumer to have acked all"
+        )
+        assert info
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def _consumer_drained(server: EmbeddedNatsServer, node: str) -> bool:
+    assert server.url is not None
+    result: Future[bool] = Future()
+
+    async def check() -> None:
+        import nats
+
+        nc = await nats.connect(server.url)
+        try:
+            info = await nc.jetstream().consumer_info(f"PARLEY_{node}", f"parley-{node}")
+            result.set_result(info.num_ack_pending == 0 and info.num_pending == 0)
+        finally:
+            await nc.close()
+
+    import asyncio
+
+    thread = threading.Thread(target=lambda: asyncio.run(check()))
+    thread.start()
+    thread.join(10)
+    return result.result(1)
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_thousands_of_waiting_flows_are_passivated_and_all_complete(
+    tmp_path: Path, server: EmbeddedNatsServer, peer: FakePeer
+) -> None:
+    count = 5000
+    node = start_node(tmp_path, server, max_live_flows=100, workers=2)
+    try:
+        threads_before = threading.active_count()
+        rss_before = _rss_kib()
+        inits = [
+            (ids.message_id(f"p{n:031d}.0", 0), Init(f"p{n:031d}.0", PARK, 1, "tests", None))
+            for n in range(count)
+        ]
+        peer.send_many("alice", inits)  # type: ignore[arg-type]
+        sessions: dict[str, str] = {}
+        while len(sessions) < count:
+            confirm = peer.next(timeout=60)
+            assert isinstance(confirm.body, Confirm)
+            sessions[confirm.body.session] = confirm.body.initiated_session
+
+        def under_budget() -> dict[str, int] | None:
+            stats = node.stats()
+            return stats if stats["live"] <= 100 + 2 * 50 else None
+
+        stats = wait_for(under_budget, 60, "passivation to bring live flows under the budget")
+        assert stats["passivations"] >= count - 200
+        assert threading.active_count() == threads_before
+        growth_kib = _rss_kib() - rss_before
+        assert growth_kib < 60 * 1024, f"RSS grew by {growth_kib} KiB for {count} parked flows"
+        datas = [
+            (ids.message_id(mine, 1), Data(theirs, 1, codec.encode(n)))
+            for n, (mine, theirs) in enumerate(sorted(sessions.items()))
+        ]
+        peer.send_many("alice", datas)  # type: ignore[arg-type]
+        answers: set[object] = set()
+        while len(answers) < count:
+            reply = peer.next(timeout=60)
+            if isinstance(reply.body, Data):
+                answers.add(codec.decode(reply.body.payload))
+        assert answers == set(range(1, count + 1))
+        wait_for(lambda: node.flows() == [], 30, "every flow to finish")
+    finally:
+        node.stop()
