@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from parley.protocol import codec
@@ -30,6 +32,7 @@ from parley.protocol.events import (
 from parley.protocol.messages import Confirm, Data, End, Error, FlowInfo
 from parley.protocol.records import (
     DeleteFlow,
+    FlowWrite,
     PutCheckpoint,
     PutFlowResult,
     PutFlowStart,
@@ -208,17 +211,27 @@ def test_receive_after_the_peers_end_throws_unexpected_flow_end() -> None:
     assert isinstance(result.continuation.error, UnexpectedFlowEndException)
 
 
-def test_finishing_deletes_the_checkpoint_acks_and_ends_open_sessions() -> None:
+def test_finishing_gives_the_result_then_deletes_the_checkpoint_acks_and_ends_sessions() -> None:
     state, _sid = with_initiated_session(running())
     result = transition(state, FlowFinished(42))
-    persist, ack, send, remove = result.actions
+    remove, persist, ack, send = result.actions
+    assert remove == RemoveFlow(result=42, durable=False)
     assert isinstance(persist, PersistCheckpoint)
     assert persist.ops == (DeleteFlow(FLOW),)
     assert ack == AcknowledgeMessages(("d0",))
     assert isinstance(send, SendMessages)
     assert isinstance(send.envelopes[0].body, End)
-    assert remove == RemoveFlow(result=42)
     assert result.continuation == Abort()
+
+
+def test_finishing_with_queued_writes_commits_them_before_giving_the_result() -> None:
+    state, _sid = with_initiated_session(running())
+    state = replace(state, writes=(FlowWrite("INSERT INTO t VALUES (1)", ()),))
+    result = transition(state, FlowFinished(42))
+    persist = result.actions[0]
+    assert isinstance(persist, PersistCheckpoint)
+    assert persist.ops[0] == FlowWrite("INSERT INTO t VALUES (1)", ())
+    assert result.actions[-1] == RemoveFlow(result=42)
 
 
 def test_finishing_with_a_client_id_stores_the_result() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -68,6 +68,7 @@ from parley.protocol.events import (
     Suspended,
     ValueRecorded,
 )
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowWrite, StoreOp
 from parley.protocol.requests import REQUEST_TYPES, Request, fingerprint
@@ -98,7 +99,11 @@ class FlowHost(Protocol):
 
     def started(self, driver: FlowDriver) -> None: ...
 
-    def removed(self, driver: FlowDriver, result: object, error: BaseException | None) -> None: ...
+    def removed(
+        self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
+    ) -> None:
+        """The flow is over. Unless ``durable``, its final commit is still to come."""
+        ...
 
     def restore(self, driver: FlowDriver) -> None: ...
 
@@ -361,10 +366,10 @@ class FlowDriver:
                 self.host.query(self, action)
             case SignalStarted():
                 self.host.started(self)
-            case RemoveFlow(result=value, error=error):
+            case RemoveFlow(result=value, error=error, durable=durable):
                 self.done = True
                 self._end_progress(error)
-                self.host.removed(self, value, error)
+                self.host.removed(self, value, error, durable=durable)
             case RestoreFromCheckpoint():
                 self.done = True
                 self.host.restore(self)

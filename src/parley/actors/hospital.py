@@ -29,6 +29,7 @@ from typing import Protocol
 
 import pykka
 
+from parley.actors.base import Actor
 from parley.protocol.errors import (
     DeserializationError,
     FlowTimeoutException,
@@ -195,7 +196,7 @@ class _Discharge:
     flow_id: str
 
 
-class HospitalActor(pykka.ThreadingActor):
+class HospitalActor(Actor):
     """The node's one hospital: every worker's errored flows are admitted here."""
 
     def __init__(self, hospital: Hospital) -> None:

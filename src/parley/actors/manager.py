@@ -19,6 +19,7 @@ from typing import Any
 
 import pykka
 
+from parley.actors.base import Actor
 from parley.actors.router import shard_of
 from parley.actors.runtime import FlowHandle, client_flow_id
 from parley.actors.worker import Inspect, KillFlow, RestoreFlows, StartFlow
@@ -54,7 +55,7 @@ class StatsRequest:
     reply: Future[list[Future[dict[str, int]]]]
 
 
-class FlowManager(pykka.ThreadingActor):
+class FlowManager(Actor):
     """See the module docstring."""
 
     def __init__(self, workers: list[pykka.ActorRef[Any]], db_path: Path) -> None:

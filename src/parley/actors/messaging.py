@@ -341,7 +341,6 @@ class NatsBridge:
         self._late: list[Delivery] = []
         self._unacked: dict[int | str, Delivery] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._known_streams: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -440,10 +439,10 @@ class NatsBridge:
             return
         batch = list(deliveries)
         loop = self._loop
-        if self._state != "running" or loop is None:
-            log.warning("%s: %d acks after messaging stopped, dropped", self.node, len(batch))
+        if loop is None:
+            log.warning("%s: %d acks before messaging started, dropped", self.node, len(batch))
             return
-        try:
+        try:  # accepted until the loop is gone: acks that arrive while stopping still go out
             loop.call_soon_threadsafe(self._ack_now, batch)
         except RuntimeError:
             log.warning("%s: %d acks after messaging stopped, dropped", self.node, len(batch))
@@ -601,7 +600,6 @@ class NatsBridge:
                     await self._js.update_stream(config)
                 except nats.js.errors.APIError as update_exc:
                     log.warning("%s: could not update %s: %r", self.node, config.name, update_exc)
-        self._known_streams.add(node)
 
     async def _ensure_consumer(self, *, reclaim: bool = False) -> None:
         """Create (or update) the durable consumer; with ``reclaim``, take over its deliveries.

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pykka
-
+from parley.actors.base import Actor
 from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
@@ -55,7 +54,7 @@ class CommitStats:
     seconds: float = 0.0
 
 
-class Persistence(pykka.ThreadingActor):
+class Persistence(Actor):
     """Owns the writer connection; see the module docstring."""
 
     def __init__(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pykka
 
+from parley.actors.base import Actor
 from parley.actors.runtime import responder_flow_id
 from parley.actors.worker import Deliver
 from parley.protocol.errors import DeserializationError
@@ -51,7 +52,7 @@ def shard_of(flow_id: str, shards: int) -> int:
         return zlib.crc32(flow_id.encode()) % shards
 
 
-class SessionRouter(pykka.ThreadingActor):
+class SessionRouter(Actor):
     """Decodes and routes inbound messages; see the module docstring."""
 
     def __init__(

@@ -17,7 +17,6 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -53,6 +52,7 @@ from parley.protocol.events import (
     SessionMessageDelivered,
     WokeUp,
 )
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope, FlowInfo, Init, Reject, decode_envelope
 from parley.protocol.records import FlowStatus, PutFlowStart, SetFlowStatus, StartKind, StoreOp
 from parley.protocol.state import (
@@ -163,11 +163,15 @@ class FlowRuntime:
         self.held_inits: dict[str, tuple[Envelope, object]] = {}
         self._ready: dict[str, FlowDriver] = {}
         self._scheduled = False
+        #: Set by a host that calls :meth:`run_ready` itself at the end of each of its turns.
+        self.in_turn = False
         #: Publishes not yet acknowledged, per flow: a flow's next commit waits for them.
         self._publishing: dict[str, int] = {}
         self._publish_errors: dict[str, BaseException] = {}
         self._deferred_commits: dict[str, Callable[[], None]] = {}
         self._active: set[str] = set()
+        #: Flows already removed whose final commit (deleting their checkpoint) is outstanding.
+        self._retiring: dict[str, FlowDriver] = {}
         #: Called with ``(flow_id, result, error)`` whenever a flow ends (tests, metrics).
         self.on_flow_end: Callable[[str, object, BaseException | None], None] | None = None
 
@@ -250,7 +254,7 @@ class FlowRuntime:
             self._on_init(envelope, body, delivery)
             return
         flow_id = flow_id_of_session(body.session)
-        driver = self.drivers.get(flow_id) or self._restore(flow_id)
+        driver = self._live(flow_id)
         if driver is None:
             log.info(
                 "dropping %s %s from %s: no session %s here",
@@ -404,7 +408,7 @@ class FlowRuntime:
     # ---- operator actions -----------------------------------------------------------------
     def kill(self, flow_id: str) -> bool:
         """Kill a flow (live or stored). Returns False if there is no such running flow."""
-        driver = self.drivers.get(flow_id) or self._restore(flow_id)
+        driver = self._live(flow_id)
         if driver is not None and not driver.done:
             driver.post(KillRequested())
             return True
@@ -412,9 +416,15 @@ class FlowRuntime:
 
     def post(self, flow_id: str, event: Event) -> None:
         """Deliver an event to a flow, re-activating it from its checkpoint if needed."""
-        driver = self.drivers.get(flow_id) or self._restore(flow_id)
+        driver = self._live(flow_id)
         if driver is not None:
             driver.post(event)
+
+    def _live(self, flow_id: str) -> FlowDriver | None:
+        """The flow's driver: in memory, or restored from its checkpoint (passivated flows)."""
+        if flow_id in self._retiring:
+            return None
+        return self.drivers.get(flow_id) or self._restore(flow_id)
 
     # ---- scheduling -----------------------------------------------------------------------
     def run_ready(self) -> bool:
@@ -449,7 +459,7 @@ class FlowRuntime:
     # ---- FlowHost -------------------------------------------------------------------------
     def ready(self, driver: FlowDriver) -> None:
         self._ready[driver.flow_id] = driver
-        if not self._scheduled:
+        if not self._scheduled and not self.in_turn:
             self._scheduled = True
             self.ports.call_soon(self._run_scheduled)
 
@@ -469,6 +479,11 @@ class FlowRuntime:
                 if error is None and delivered:
                     pending = self._uncommitted.get(flow_id, [])
                     self._uncommitted[flow_id] = pending[len(delivered) :]
+                if self._retiring.get(flow_id) is driver:
+                    del self._retiring[flow_id]
+                    if error is not None:
+                        log.error("deleting finished flow %s failed: %r", flow_id, error)
+                        return  # it is restored and finishes again after a restart
                 driver.commit_done(error)
 
             self.ports.commit(ops, done)
@@ -540,8 +555,12 @@ class FlowRuntime:
         if handle is not None and not handle.started.done():
             handle.started.set_result(None)
 
-    def removed(self, driver: FlowDriver, result: object, error: BaseException | None) -> None:
+    def removed(
+        self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
+    ) -> None:
         flow_id = driver.flow_id
+        if not durable:
+            self._retiring[flow_id] = driver  # until its checkpoint's deletion commits
         self.drivers.pop(flow_id, None)
         self._ready.pop(flow_id, None)
         self._uncommitted.pop(flow_id, None)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from parley.actors.base import Actor
 from parley.actors.hospital import HospitalPort
 from parley.actors.persistence import Commit
 from parley.actors.runtime import FlowHandle, FlowRuntime
@@ -176,7 +177,7 @@ class WorkerPorts:
         return str(uuid.uuid4())
 
 
-class FlowWorker(pykka.ThreadingActor):
+class FlowWorker(Actor):
     """Hosts a shard of the node's flows; see the module docstring."""
 
     def __init__(self, index: int, services: WorkerServices) -> None:
@@ -208,6 +209,16 @@ class FlowWorker(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         runtime = self.runtime
         assert runtime is not None
+        runtime.in_turn = True
+        try:
+            self._handle(runtime, message)
+            runtime.run_ready()
+        finally:
+            runtime.in_turn = False
+        self._keep_under_budget(runtime)
+        return None
+
+    def _handle(self, runtime: FlowRuntime, message: Any) -> None:
         match message:
             case Call(fn=fn):
                 fn()
@@ -234,9 +245,6 @@ class FlowWorker(pykka.ThreadingActor):
                 )
             case _:
                 log.warning("worker %d ignored %r", self.index, message)
-        runtime.run_ready()
-        self._keep_under_budget(runtime)
-        return None
 
     def _start(self, runtime: FlowRuntime, message: StartFlow) -> None:
         try:

@@ -11,7 +11,9 @@ order**, then obeys the continuation. The transitions build lists that keep thes
    messages, never before: an un-acked message is redelivered after a crash.
 3. :class:`SendMessages` comes after the commit of the checkpoint that decided to send. Messages
    carry deterministic ids, so re-sending after a restore is harmless.
-4. :class:`SignalStarted` and :class:`RemoveFlow` come after the commit that made them true.
+4. :class:`SignalStarted` and :class:`RemoveFlow` come after the commit that made them true —
+   except that a flow without client id or queued writes is removed (its result given) *before*
+   the commit that only deletes its checkpoint: nothing observable depends on that commit.
 5. If an action fails, the executor abandons the rest, keeps the state from *before* the
    transition, and feeds :class:`~parley.protocol.events.ActionFailed` back into the machine.
 """
@@ -88,10 +90,15 @@ class SignalStarted:
 
 @dataclass(frozen=True, slots=True)
 class RemoveFlow:
-    """The flow is over: complete its result (``error`` is ``None`` on success) and forget it."""
+    """The flow is over: complete its result (``error`` is ``None`` on success) and forget it.
+
+    ``durable`` is False when the commit that deletes the flow's checkpoint follows this action
+    (the host must keep treating the flow as present, and drop its messages, until it commits).
+    """
 
     result: object = None
     error: BaseException | None = None
+    durable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

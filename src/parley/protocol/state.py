@@ -30,11 +30,12 @@ while a flow waits) that the send half of the request was already done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from parley.protocol import codec
 from parley.protocol.errors import DeserializationError
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Data, End, FlowInfo, Sequenced
 from parley.protocol.records import FlowStatus, FlowWrite, PutFlowStart, PutProcessedInit
 from parley.protocol.requests import Request, fingerprint

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol import codec, ids
 from parley.protocol.actions import (
     AcknowledgeMessages,
@@ -22,6 +20,7 @@ from parley.protocol.errors import (
     SerializationError,
     UnexpectedFlowEndException,
 )
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Confirm, Data, End, Envelope, Error, Init, SessionMessage
 from parley.protocol.records import PutCheckpoint, StoreOp
 from parley.protocol.requests import kind

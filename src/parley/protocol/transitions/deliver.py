@@ -14,8 +14,6 @@ delivery schedules DoRemainingWork, which resumes the flow if it was waiting for
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol import ids
 from parley.protocol.actions import (
     AcknowledgeMessages,
@@ -25,6 +23,7 @@ from parley.protocol.actions import (
     Transition,
 )
 from parley.protocol.events import DoRemainingWork, SessionMessageDelivered
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Confirm, Data, Envelope, FlowInfo, Reject, Sequenced
 from parley.protocol.state import FlowState, SessionState, SessionStatus
 from parley.protocol.transitions.common import envelope

@@ -17,8 +17,6 @@ Killing a flow (:func:`kill_requested`) propagates a hidden error at once and re
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol import codec, ids
 from parley.protocol.actions import (
     Abort,
@@ -48,6 +46,7 @@ from parley.protocol.events import (
     KeepForObservation,
     StartErrorPropagation,
 )
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope, Error
 from parley.protocol.records import DeleteFlow, FlowStatus, PutFlowResult, SetFlowStatus, StoreOp
 from parley.protocol.state import ErrorState, FlowError, FlowState, SessionStatus

@@ -7,8 +7,6 @@ then acks, sends End on every session still open, and completes the flow's resul
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol import codec
 from parley.protocol.actions import (
     Abort,
@@ -23,6 +21,7 @@ from parley.protocol.actions import (
 )
 from parley.protocol.errors import SerializationError, UnexpectedFlowEndException
 from parley.protocol.events import FlowFailed, FlowFinished
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope
 from parley.protocol.records import DeleteFlow, FlowStatus, PutFlowResult, StoreOp
 from parley.protocol.state import Finishing, FlowState, SessionStatus
@@ -83,15 +82,24 @@ def _finish(state: FlowState, result: object) -> Transition:
     state, ends = close_all(state)
     envelopes.extend(ends)
     actions: list[Action] = []
+    # Without a client id or writes, the commit only deletes the checkpoint: nobody waits for
+    # it, so the result is given first. (A crash before it commits re-runs the flow's last step
+    # from the checkpoint; the receivers drop its re-sent messages.)
+    early = state.client_id is None and not state.writes and state.init_fact is None
+    if early:
+        if not state.signalled:
+            actions.append(SignalStarted())
+        actions.append(RemoveFlow(result=result, durable=not ops))
     if ops:
         actions.append(PersistCheckpoint(tuple(ops)))
     if state.deliveries:
         actions.append(AcknowledgeMessages(state.deliveries))
     if envelopes:
         actions.append(SendMessages(tuple(envelopes)))
-    if not state.signalled:
-        actions.append(SignalStarted())
-    actions.append(RemoveFlow(result=result))
+    if not early:
+        if not state.signalled:
+            actions.append(SignalStarted())
+        actions.append(RemoveFlow(result=result))
     new = replace(
         state,
         status=FlowStatus.COMPLETED,

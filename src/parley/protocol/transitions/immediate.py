@@ -6,12 +6,12 @@ These never touch the network or the store. They resume the flow at once with th
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from parley.protocol import codec
 from parley.protocol.actions import Resume, Transition
 from parley.protocol.errors import FlowUsageError, SerializationError
 from parley.protocol.events import InitiateFlow, SubFlowEntered, SubFlowLeft, ValueRecorded
+from parley.protocol.evolve import replace
 from parley.protocol.state import Entry, FlowState, SessionState, SessionStatus, session_id_for
 from parley.protocol.transitions.common import require, resume, throw
 

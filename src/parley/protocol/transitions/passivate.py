@@ -9,9 +9,8 @@ idempotent sub-flow stays (the host tries again later).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol.actions import Passivate, Transition
+from parley.protocol.evolve import replace
 from parley.protocol.requests import Execute, Query
 from parley.protocol.state import FlowState
 from parley.protocol.transitions.common import checkpoint

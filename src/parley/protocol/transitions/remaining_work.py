@@ -23,8 +23,6 @@ the head of an inbox, or a session that ended.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from parley.protocol import ids
 from parley.protocol.actions import (
     Action,
@@ -36,6 +34,7 @@ from parley.protocol.actions import (
     Transition,
 )
 from parley.protocol.errors import FlowUsageError, UnexpectedFlowEndException
+from parley.protocol.evolve import replace
 from parley.protocol.messages import Data, End, Envelope
 from parley.protocol.requests import (
     CloseSessions,

@@ -8,13 +8,14 @@ is still un-acked, so it is delivered again.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from parley.protocol.actions import Resume, ScheduleEvent, Transition
+from parley.protocol import ids
+from parley.protocol.actions import ExecuteOperation, Resume, ScheduleEvent, Transition
 from parley.protocol.errors import NonDeterministicFlowError
 from parley.protocol.events import DoRemainingWork, Suspended
-from parley.protocol.requests import Request, fingerprint
-from parley.protocol.state import FlowState, Pending
+from parley.protocol.evolve import replace
+from parley.protocol.messages import Data
+from parley.protocol.requests import Execute, Receive, Request, fingerprint
+from parley.protocol.state import FlowState, Pending, SessionStatus
 from parley.protocol.transitions.common import checkpoint, require
 
 
@@ -33,15 +34,46 @@ def suspended(state: FlowState, event: Suspended) -> Transition:
         and state.finishing is None,
         "flow suspended while it was not running",
     )
+    request = event.request
     state = replace(
-        state, pending=Pending(event.request), suspends=state.suspends + 1, restored_pending=None
+        state, pending=Pending(request), suspends=state.suspends + 1, restored_pending=None
     )
     work = ScheduleEvent(DoRemainingWork())
-    if state.idempotent:
-        # Inside an idempotent sub-flow: no checkpoint; a retry replays from the enclosing one.
+    if state.idempotent or _answerable_now(state, request):
+        # No checkpoint: inside an idempotent sub-flow (a retry replays from the enclosing one),
+        # or a receive whose data is already here (nothing happens that a checkpoint must
+        # precede; the messages stay un-acked until the next one, so a crash redelivers them).
         return Transition(state, (work,))
+    if isinstance(request, Execute):
+        # The operation starts while its checkpoint commits: it runs at least once either way,
+        # and its outcome is processed only after the commit.
+        pending = replace(state.pending, waiting=True) if state.pending else None
+        state = replace(state, pending=pending)
+        operation = ExecuteOperation(
+            request, ids.operation_id(state.flow_id, state.suspends), state.incarnation
+        )
+        state, actions = checkpoint(state)
+        return Transition(state, (operation, *actions, work))
     state, actions = checkpoint(state)
     return Transition(state, (*actions, work))
+
+
+def _answerable_now(state: FlowState, request: Request) -> bool:
+    """A receive that DoRemainingWork will answer at once from data already delivered."""
+    if not isinstance(request, Receive) or not request.sessions:
+        return False
+    for sid in request.sessions:
+        session = state.sessions.get(sid)
+        if (
+            session is None
+            or session.status is not SessionStatus.INITIATED
+            or session.closed
+            or not session.inbox
+            or not isinstance(session.inbox[0], Data)
+            or session.next_send_seq == 0  # a responder's Confirm must follow a commit
+        ):
+            return False
+    return True
 
 
 def restore_pending(state: FlowState, request: Request) -> FlowState:
