@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -186,7 +187,8 @@ class FlowWorker(Actor):
         self.services = services
         self.runtime: FlowRuntime | None = None
         self._passivating: set[str] = set()
-        self._last_active: dict[str, float] = {}
+        #: Live flows by when they last ran, least recently first (for passivation).
+        self._lru: OrderedDict[str, float] = OrderedDict()
         self.passivations = 0
 
     def on_start(self) -> None:
@@ -262,19 +264,23 @@ class FlowWorker(Actor):
     # ---- passivation ----------------------------------------------------------------------
     def _keep_under_budget(self, runtime: FlowRuntime) -> None:
         now = time.monotonic()
+        lru = self._lru
         for flow_id in runtime.active_flow_ids():
-            self._last_active[flow_id] = now
+            lru[flow_id] = now
+            lru.move_to_end(flow_id)
+        if self._passivating:  # those whose checkpoint committed have left memory
+            self._passivating = {f for f in self._passivating if f in runtime.drivers}
         excess = len(runtime.drivers) - len(self._passivating) - self.services.live_budget
-        if excess <= 0:
-            return
-        for flow_id in list(self._last_active):
-            if excess <= 0:
-                break
+        # Look at the least recently active flows first, a bounded number per turn.
+        budget = 2 * excess + 64
+        while excess > 0 and budget > 0 and lru:
+            budget -= 1
+            flow_id, last = lru.popitem(last=False)
             if flow_id not in runtime.drivers:
-                del self._last_active[flow_id]
                 self._passivating.discard(flow_id)
                 continue
             if flow_id in self._passivating or not runtime.is_waiting(flow_id):
+                lru[flow_id] = last  # busy or already going: look again later
                 continue
             self._passivate(runtime, flow_id)
             excess -= 1
@@ -294,12 +300,16 @@ class FlowWorker(Actor):
         runtime = self.runtime
         assert runtime is not None
         cutoff = time.monotonic() - self.services.passivate_after
-        for flow_id, last in list(self._last_active.items()):
+        for flow_id, last in list(self._lru.items()):
+            if last >= cutoff:
+                break  # the rest ran more recently
             if flow_id not in runtime.drivers:
-                del self._last_active[flow_id]
+                del self._lru[flow_id]
                 self._passivating.discard(flow_id)
-            elif last < cutoff and flow_id not in self._passivating and runtime.is_waiting(flow_id):
+            elif flow_id not in self._passivating and runtime.is_waiting(flow_id):
+                del self._lru[flow_id]
                 self._passivate(runtime, flow_id)
+        self._passivating.intersection_update(runtime.drivers)
         self._schedule_sweep()
 
 
