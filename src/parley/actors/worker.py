@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections import OrderedDict
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
