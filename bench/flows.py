@@ -1,8 +1,12 @@
-"""Flows used by the benchmarks (imported as an app by benchmark nodes)."""
+"""Flows used by the benchmarks (benchmark nodes import this module as an app)."""
 
 from __future__ import annotations
 
-from parley import FlowLogic, startable_by_rpc
+from parley import FlowLogic, FlowSession, initiated_by, initiating_flow, startable_by_rpc
+
+MIGRATIONS = [
+    "CREATE TABLE IF NOT EXISTS bench_effects (flow INTEGER NOT NULL, phase TEXT NOT NULL)",
+]
 
 
 def add_one(n: int) -> int:
@@ -20,3 +24,34 @@ class Local3(FlowLogic[int]):
         value = await self.execute(add_one, self.n)
         value = await self.execute(add_one, value)
         return await self.execute(add_one, value)
+
+
+@initiating_flow
+class Park(FlowLogic[None]):
+    """Only its name is used: the parked benchmark plays the initiator by hand."""
+
+
+@initiated_by(Park)
+class Parked(FlowLogic[None]):
+    """A simple suspended flow: waits in receive for one int and answers it plus one."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        value = (await self.session.receive(int)).unwrap(int)
+        await self.session.send(value + 1)
+
+
+@startable_by_rpc
+class Recoverable(FlowLogic[int]):
+    """Writes a row, sleeps durably, writes another: the recovery benchmark kills it mid-sleep."""
+
+    def __init__(self, n: int, seconds: float) -> None:
+        self.n, self.seconds = n, seconds
+
+    async def call(self) -> int:
+        self.services.db.execute("INSERT INTO bench_effects VALUES (?, 'before')", (self.n,))
+        await self.sleep(self.seconds)
+        self.services.db.execute("INSERT INTO bench_effects VALUES (?, 'after')", (self.n,))
+        return self.n

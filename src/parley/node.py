@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,15 +39,16 @@ import pykka
 
 from parley.actors.hospital import ActorHospital, Admission, Hospital, HospitalActor
 from parley.actors.logcontext import install as install_logging
-from parley.actors.manager import FlowManager, KillRequest, RestoreAll, StartRequest, StatsRequest
+from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
 from parley.actors.messaging import NatsBridge, Outgoing
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
-from parley.actors.router import Inbound, SessionRouter
-from parley.actors.runtime import FlowHandle
+from parley.actors.router import SessionRouter, shard_of
+from parley.actors.runtime import FlowHandle, client_flow_id
 from parley.actors.timers import TimerService
-from parley.actors.worker import FlowWorker, WorkerServices
+from parley.actors.worker import FlowWorker, KillFlow, StartFlow, WorkerServices
 from parley.flows.logic import FlowLogic
+from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
@@ -135,10 +137,11 @@ class Node:
         self._bridge: NatsBridge | None = None
         self._timers: TimerService | None = None
         self._operations: ThreadPoolExecutor | None = None
-        self._router: pykka.ActorRef[Any] | None = None
+        self._router: SessionRouter | None = None
         self._held: list[tuple[bytes, Any]] = []
         self._held_lock = threading.Lock()
         self._restored = False
+        self._accepting = False
         self.running = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -156,6 +159,7 @@ class Node:
             self.stop()
             raise
         self.running = True
+        self._accepting = True
         log.info("node %s running on %s", config.name, self.url)
         return self
 
@@ -202,10 +206,7 @@ class Node:
         )
         self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
         self._actors.extend(self._workers)
-        self._router = SessionRouter.start(
-            self._workers, messaging.ack, max_size=config.max_message_size
-        )
-        self._actors.append(self._router)
+        self._router = SessionRouter(self._workers, messaging.ack, max_size=config.max_message_size)
         self._manager = FlowManager.start(self._workers, self.db_path)
         self._actors.append(self._manager)
         reply: Future[list[Future[int]]] = Future()
@@ -224,31 +225,31 @@ class Node:
                     return
         router = self._router
         if router is not None:
-            # stopping: un-acked messages are redelivered on the next start
-            with contextlib.suppress(pykka.ActorDeadError):
-                router.tell(Inbound(tuple(items)))
+            router.route(items)
 
     def _release_held(self) -> None:
         with self._held_lock:
             held, self._held = self._held, []
             self._restored = True
         if held and self._router is not None:
-            self._router.tell(Inbound(tuple(held)))
+            self._router.route(held)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: no new flows; queued work finishes; every checkpoint stays."""
+        self._accepting = False
         if self._manager is not None:
             with contextlib.suppress(pykka.ActorDeadError):
                 self._manager.tell("stop accepting")
         self._restored = False  # hold (never ack) whatever still arrives
-        for ref in [self._manager, self._router, *self._workers, *self._actors]:
+        self._router = None
+        for ref in [self._manager, *self._workers, *self._actors]:
             if ref is not None and ref.is_alive():
                 try:
                     ref.stop(block=True, timeout=timeout)
                 except pykka.Timeout:
                     log.warning("actor %s did not stop in time", ref)
         self._actors, self._workers = [], []
-        self._manager = self._router = self._persistence = None
+        self._manager = self._persistence = None
         if self._bridge is not None:
             self._bridge.stop()
             self._bridge = None
@@ -291,20 +292,31 @@ class Node:
         checkpoint committed) or already finished. A repeated ``client_id`` returns the same flow
         (and, once it is done, its result) without running it again, also after a restart.
         """
-        manager = self._require()
+        self._require()
         if not isinstance(flow, FlowLogic):
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
-        reply: Future[FlowHandle[Any]] = Future()
-        manager.tell(StartRequest(flow, client_id, started_by, reply))
-        handle: FlowHandle[T] = reply.result(timeout)
+        if not self._accepting:
+            raise NodeError(f"node {self.config.name} is stopping: it starts no new flows")
+        # Straight to the flow's worker (no hop through the FlowManager on this hot path).
+        flow_id = client_flow_id(client_id) if client_id is not None else uuid.uuid4().hex
+        worker = self._workers[shard_of(flow_id, len(self._workers))]
+        handle: FlowHandle[T]
+        if client_id is None:  # a new flow: its handle is made here, so nothing to wait for
+            handle = FlowHandle(flow_id, tracker_of(flow))
+            worker.tell(StartFlow(flow, flow_id, None, started_by, handle=handle))
+        else:  # the worker may know this client id already: ask it for the handle
+            reply: Future[FlowHandle[Any]] = Future()
+            worker.tell(StartFlow(flow, flow_id, client_id, started_by, reply=reply))
+            handle = reply.result(timeout)
         if wait_started:
             handle.started.result(timeout)
         return handle
 
     def kill_flow(self, flow_id: str, timeout: float = 30.0) -> bool:
         """Kill a flow; returns False if no such flow is running."""
+        self._require()
         reply: Future[bool] = Future()
-        self._require().tell(KillRequest(flow_id, reply))
+        self._workers[shard_of(flow_id, len(self._workers))].tell(KillFlow(flow_id, reply))
         return reply.result(timeout)
 
     def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:

@@ -278,6 +278,12 @@ class FlowDriver:
             and self.state.pending is not None
         )
 
+    def take_mailbox(self) -> list[Event]:
+        """Remove and return the events not processed yet (the host hands them on)."""
+        events = list(self.mailbox)
+        self.mailbox.clear()
+        return events
+
     def post(self, event: Event) -> None:
         """Queue an event for this flow."""
         if self.done:

@@ -371,6 +371,8 @@ class NatsBridge:
         self._late: list[Delivery] = []
         self._unacked: dict[int | str, Delivery] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ack_backlog: list[Delivery] = []
+        self._publish_backlog: list[tuple[list[Outgoing], Done]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -785,7 +787,15 @@ class NatsBridge:
     def _ack_now(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             self._unacked.pop(delivery._seq, None)
-        self._spawn(self._ack_all(deliveries))
+        # One task acks everything asked for in this loop iteration (a task per call cost more
+        # than the acks themselves under load).
+        if not self._ack_backlog:
+            self._spawn(self._ack_backlogged())
+        self._ack_backlog.extend(deliveries)
+
+    async def _ack_backlogged(self) -> None:
+        deliveries, self._ack_backlog = self._ack_backlog, []
+        await self._ack_all(deliveries)
 
     async def _ack_all(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -800,7 +810,22 @@ class NatsBridge:
         if self._closing:
             self._call_done(done, MessagingError(f"{self.node}: messaging is stopping"))
             return
-        self._spawn(self._publish_batch(batch, done))
+        # One task publishes everything asked for in this loop iteration, pipelined.
+        if not self._publish_backlog:
+            self._spawn(self._publish_backlogged())
+        self._publish_backlog.append((batch, done))
+
+    async def _publish_backlogged(self) -> None:
+        items, self._publish_backlog = self._publish_backlog, []
+        if len(items) == 1:
+            await self._publish_batch(*items[0])
+            return
+
+        def all_done(error: BaseException | None) -> None:
+            for _, done in items:
+                self._call_done(done, error)
+
+        await self._publish_batch([m for batch, _ in items for m in batch], all_done)
 
     async def _publish_batch(self, batch: list[Outgoing], done: Done) -> None:
         error: BaseException | None = None

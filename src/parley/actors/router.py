@@ -1,6 +1,8 @@
-"""The SessionRouter actor: decodes inbound envelopes and routes them to the owning worker.
+"""The SessionRouter: decodes inbound envelopes and routes them to the owning worker.
 
-Messages arrive in batches from the Messaging loop. Each is decoded (whitelist codec, bounded size)
+It runs on the Messaging loop thread, as part of the messaging actor: a separate actor would put one
+more thread hop on every inbound message's path (measured: ~0.1-0.3 ms each on this machine), and
+routing never blocks. Messages arrive in batches. Each is decoded (whitelist codec, bounded size)
 and sent to the worker that owns its flow: for a session-init, the responder's flow id derived from
 the init; for every other message, the flow id embedded in the recipient session id. Nothing here
 touches the database: deduplication happens in the flows' own state (sequence numbers) and, for
@@ -10,16 +12,15 @@ logged with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
-from parley.actors.base import Actor
 from parley.actors.runtime import responder_flow_id
 from parley.actors.worker import Deliver
 from parley.protocol.errors import DeserializationError
@@ -27,13 +28,6 @@ from parley.protocol.messages import Envelope, Init, decode_envelope
 from parley.protocol.state import flow_id_of_session
 
 log = logging.getLogger("parley.router")
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """Raw messages from the transport: ``(bytes, ack token)`` pairs."""
-
-    items: tuple[tuple[bytes, Any], ...]
 
 
 def flow_id_for(envelope: Envelope) -> str:
@@ -52,7 +46,7 @@ def shard_of(flow_id: str, shards: int) -> int:
         return zlib.crc32(flow_id.encode()) % shards
 
 
-class SessionRouter(Actor):
+class SessionRouter:
     """Decodes and routes inbound messages; see the module docstring."""
 
     def __init__(
@@ -62,18 +56,15 @@ class SessionRouter(Actor):
         *,
         max_size: int,
     ) -> None:
-        super().__init__()
         self.workers = list(workers)
         self.ack = ack
         self.max_size = max_size
         self.dropped = 0
 
-    def on_receive(self, message: Any) -> Any:
-        if not isinstance(message, Inbound):
-            log.warning("router ignored %r", message)
-            return None
+    def route(self, items: Sequence[tuple[bytes, Any]]) -> None:
+        """Decode ``(bytes, ack token)`` pairs and hand them to their workers (never blocks)."""
         batches: dict[int, list[tuple[Envelope, Any]]] = defaultdict(list)
-        for data, delivery in message.items:
+        for data, delivery in items:
             try:
                 envelope = decode_envelope(data, max_size=self.max_size)
             except DeserializationError as exc:
@@ -84,8 +75,8 @@ class SessionRouter(Actor):
             shard = shard_of(flow_id_for(envelope), len(self.workers))
             batches[shard].append((envelope, delivery))
         for shard, batch in batches.items():
-            self.workers[shard].tell(Deliver(tuple(batch)))
-        return None
+            with contextlib.suppress(pykka.ActorDeadError):  # stopping: redelivered next start
+                self.workers[shard].tell(Deliver(tuple(batch)))
 
 
-__all__ = ["Inbound", "SessionRouter", "flow_id_for", "shard_of"]
+__all__ = ["SessionRouter", "flow_id_for", "shard_of"]

@@ -183,8 +183,12 @@ class FlowRuntime:
         flow_id: str | None = None,
         client_id: str | None = None,
         started_by: str | None = None,
+        handle: FlowHandle[T] | None = None,
     ) -> FlowHandle[T]:
-        """Start ``flow``; with a ``client_id``, a repeated start returns the same flow."""
+        """Start ``flow``; with a ``client_id``, a repeated start returns the same flow.
+
+        ``handle`` (without client id) is the handle the caller already gave out.
+        """
         if not isinstance(flow, FlowLogic):
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
         if client_id is not None:
@@ -208,7 +212,8 @@ class FlowRuntime:
             flow_id, frame.flow_class, StartKind.RPC, encoded, started_by, client_id
         )
         state = new_flow(flow_id, self.identity, frame, start, client_id)
-        handle: FlowHandle[T] = FlowHandle(flow_id, tracker_of(flow))
+        if handle is None:
+            handle = FlowHandle(flow_id, tracker_of(flow))
         self.handles[flow_id] = handle
         driver = FlowDriver(self, state, flow)
         self.drivers[flow_id] = driver
@@ -590,6 +595,12 @@ class FlowRuntime:
             del self.drivers[flow_id]
         self._ready.pop(flow_id, None)
         self._uncommitted.pop(flow_id, None)
+        # Events that arrived after the passivation was decided are for the restored flow.
+        for event in driver.take_mailbox():
+            if not isinstance(event, DoRemainingWork | PassivationRequested):
+                if isinstance(event, SessionMessageDelivered):
+                    self._uncommitted.setdefault(flow_id, []).append(event)
+                self.post(flow_id, event)
 
     def restore(self, driver: FlowDriver) -> None:
         flow_id = driver.flow_id
@@ -604,6 +615,8 @@ class FlowRuntime:
         for event in redeliver:
             self._uncommitted.setdefault(flow_id, []).append(event)
             fresh.post(event)
+        if any(isinstance(e, KillRequested) for e in driver.take_mailbox()):
+            fresh.post(KillRequested())
 
     def _restart(self, old: FlowDriver, incarnation: int) -> FlowDriver | None:
         """Start a never-checkpointed flow again from its start record."""

@@ -71,11 +71,15 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class StartFlow:
+    """Start a flow. Without a client id the caller made the handle; with one, the worker may
+    answer with the handle of the flow that already has it (``reply``)."""
+
     flow: FlowLogic[Any]
     flow_id: str | None
     client_id: str | None
     started_by: str | None
-    reply: Future[FlowHandle[Any]]
+    reply: Future[FlowHandle[Any]] | None = None
+    handle: FlowHandle[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +219,10 @@ class FlowWorker(Actor):
         try:
             self._handle(runtime, message)
             runtime.run_ready()
+            self._keep_under_budget(runtime)
+            runtime.run_ready()  # the passivations just requested
         finally:
             runtime.in_turn = False
-        self._keep_under_budget(runtime)
         return None
 
     def _handle(self, runtime: FlowRuntime, message: Any) -> None:
@@ -255,11 +260,17 @@ class FlowWorker(Actor):
                 flow_id=message.flow_id,
                 client_id=message.client_id,
                 started_by=message.started_by,
+                handle=message.handle,
             )
         except Exception as exc:
-            message.reply.set_exception(exc)
+            if message.reply is not None:
+                message.reply.set_exception(exc)
+            if message.handle is not None:
+                message.handle.started.set_exception(exc)
+                message.handle.future.set_exception(exc)
         else:
-            message.reply.set_result(handle)
+            if message.reply is not None:
+                message.reply.set_result(handle)
 
     # ---- passivation ----------------------------------------------------------------------
     def _keep_under_budget(self, runtime: FlowRuntime) -> None:
@@ -272,7 +283,7 @@ class FlowWorker(Actor):
             self._passivating = {f for f in self._passivating if f in runtime.drivers}
         excess = len(runtime.drivers) - len(self._passivating) - self.services.live_budget
         # Look at the least recently active flows first, a bounded number per turn.
-        budget = 2 * excess + 64
+        budget = 64
         while excess > 0 and budget > 0 and lru:
             budget -= 1
             flow_id, last = lru.popitem(last=False)

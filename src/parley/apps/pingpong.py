@@ -19,18 +19,27 @@ def _is_int(value: int) -> int:
 @initiating_flow
 @startable_by_rpc
 class Ping(FlowLogic[int]):
-    """Send ``n`` to ``peer``, which answers ``n + 1``; ``rounds`` times. Returns the last reply."""
+    """Send ``n`` to ``peer``, which answers ``n + 1``; ``rounds`` times. Returns the last reply.
+
+    Each message carries the number of rounds still to go, so the responder knows when to stop.
+    """
 
     def __init__(self, peer: str, n: int = 0, rounds: int = 1) -> None:
+        if rounds < 1:
+            raise ValueError("rounds must be at least 1")
         self.peer, self.n, self.rounds = peer, n, rounds
 
     async def call(self) -> int:
         session = self.initiate_flow(self.peer)
-        await session.send(self.rounds)
         value = self.n
-        for _ in range(self.rounds):
-            value = (await session.send_and_receive(int, value)).unwrap(_is_int)
+        for remaining in range(self.rounds, 0, -1):
+            value = (await session.send_and_receive(int, (remaining, value))).unwrap(_is_int)
         return value
+
+
+def _round(message: tuple[int, int]) -> tuple[int, int]:
+    remaining, value = message
+    return _is_int(remaining), _is_int(value)
 
 
 @initiated_by(Ping)
@@ -41,10 +50,11 @@ class Pong(FlowLogic[None]):
         self.session = session
 
     async def call(self) -> None:
-        rounds = (await self.session.receive(int)).unwrap(_is_int)
-        for _ in range(rounds):
-            n = (await self.session.receive(int)).unwrap(_is_int)
-            await self.session.send(n + 1)
+        remaining = 1
+        while remaining > 0:
+            remaining, value = (await self.session.receive(tuple)).unwrap(_round)
+            await self.session.send(value + 1)
+            remaining -= 1
 
 
 @initiating_flow

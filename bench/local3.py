@@ -1,0 +1,74 @@
+"""local3: a flow with three ``execute`` steps and no peers, on a Node with default durability.
+
+Flows are started from this process into an in-process node (SQLite WAL, ``synchronous=FULL``,
+JetStream for nothing but the node's own stream). ``in_flight`` flows run at once: a new one starts
+when one finishes. Latency is start to result.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from bench.common import summary
+from bench.flows import Local3
+from parley.actors.natsserver import EmbeddedNatsServer
+from parley.node import Node, NodeConfig
+
+
+def drive(node: Node, flows: int, in_flight: int) -> dict[str, float]:
+    """Run ``flows`` Local3 flows, ``in_flight`` at a time; returns throughput and latency."""
+    slots = threading.Semaphore(in_flight)
+    finished = threading.Event()
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def done(started: float, future: Future[Any]) -> None:
+        future.result()
+        with lock:
+            latencies.append(time.perf_counter() - started)
+            if len(latencies) == flows:
+                finished.set()
+        slots.release()
+
+    began = time.perf_counter()
+    for n in range(flows):
+        slots.acquire()
+        started = time.perf_counter()
+        handle = node.start_flow(Local3(n), wait_started=False)
+        handle.future.add_done_callback(functools.partial(done, started))
+    if not finished.wait(600):
+        raise TimeoutError("local3 flows did not finish")
+    return summary(latencies, flows, time.perf_counter() - began)
+
+
+def run(flows: int, in_flight: int, *, warmup: int = 100) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="parley-local3-") as tmp:
+        nats = EmbeddedNatsServer(Path(tmp) / "nats")
+        url = nats.start()
+        config = NodeConfig("local3", Path(tmp) / "node", nats_url=url, apps=["bench.flows"])
+        try:
+            with Node(config) as node:
+                drive(node, warmup, min(in_flight, 10))
+                result = drive(node, flows, in_flight)
+                stats = node.commit_stats()
+        finally:
+            nats.stop()
+    return {
+        "engine": "parley",
+        "flows": flows,
+        "in_flight": in_flight,
+        **result,
+        "commits_per_flow": round(stats.transactions / max(1, stats.batches) * 4, 2),
+        "avg_group": round(stats.batches / max(1, stats.transactions), 1),
+    }
+
+
+if __name__ == "__main__":
+    for k, n in ((1, 500), (50, 3000)):
+        print(run(n, k))
