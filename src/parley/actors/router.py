@@ -14,36 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pykka
 
-from parley.actors.runtime import responder_flow_id
+from parley.actors.runtime import flow_id_for, shard_of
 from parley.actors.worker import Deliver
 from parley.protocol.errors import DeserializationError
-from parley.protocol.messages import Envelope, Init, decode_envelope
-from parley.protocol.state import flow_id_of_session
+from parley.protocol.messages import Envelope, decode_envelope
 
 log = logging.getLogger("parley.router")
-
-
-def flow_id_for(envelope: Envelope) -> str:
-    """The flow that must handle ``envelope``."""
-    body = envelope.body
-    if isinstance(body, Init):
-        return responder_flow_id(envelope.sender, body.initiator_session)
-    return flow_id_of_session(body.session)
-
-
-def shard_of(flow_id: str, shards: int) -> int:
-    """Which of ``shards`` workers owns ``flow_id`` (stable across restarts)."""
-    try:
-        return int(flow_id[-8:], 16) % shards
-    except ValueError:
-        return zlib.crc32(flow_id.encode()) % shards
 
 
 class SessionRouter:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime, timedelta
@@ -136,6 +137,22 @@ def responder_flow_id(sender: str, initiator_session: str) -> str:
 def client_flow_id(client_id: str) -> str:
     """The flow id of a flow started with a client id: a repeated start finds the same flow."""
     return hashlib.blake2b(f"client\x00{client_id}".encode(), digest_size=16).hexdigest()
+
+
+def flow_id_for(envelope: Envelope) -> str:
+    """The flow that must handle ``envelope``."""
+    body = envelope.body
+    if isinstance(body, Init):
+        return responder_flow_id(envelope.sender, body.initiator_session)
+    return flow_id_of_session(body.session)
+
+
+def shard_of(flow_id: str, shards: int) -> int:
+    """Which of ``shards`` workers owns ``flow_id`` (stable across restarts)."""
+    try:
+        return int(flow_id[-8:], 16) % shards
+    except ValueError:
+        return zlib.crc32(flow_id.encode()) % shards
 
 
 class FlowRuntime:
@@ -684,5 +701,7 @@ __all__ = [
     "KilledFlowException",
     "RuntimePorts",
     "client_flow_id",
+    "flow_id_for",
     "responder_flow_id",
+    "shard_of",
 ]

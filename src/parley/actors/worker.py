@@ -19,7 +19,7 @@ import logging
 import random
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ import pykka
 from parley.actors.base import Actor
 from parley.actors.hospital import HospitalPort
 from parley.actors.persistence import Commit
-from parley.actors.runtime import FlowHandle, FlowRuntime
+from parley.actors.runtime import FlowHandle, FlowRuntime, flow_id_for
 from parley.actors.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
@@ -41,6 +41,9 @@ from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.worker")
+
+#: New drivers a worker may create beyond its live budget before admission waits for room.
+_ADMISSION_SLACK = 64
 
 
 class Publisher(Protocol):
@@ -191,6 +194,9 @@ class FlowWorker(Actor):
         self.services = services
         self.runtime: FlowRuntime | None = None
         self._passivating: set[str] = set()
+        #: Messages waiting for room: they need a new driver and the worker is at its budget.
+        self._intake: deque[tuple[Envelope, Any]] = deque()
+        self._retry_scheduled = False
         #: Live flows by when they last ran, least recently first (for passivation).
         self._lru: OrderedDict[str, float] = OrderedDict()
         self.passivations = 0
@@ -221,6 +227,7 @@ class FlowWorker(Actor):
             runtime.run_ready()
             self._keep_under_budget(runtime)
             runtime.run_ready()  # the passivations just requested
+            self._admit(runtime)
         finally:
             runtime.in_turn = False
         return None
@@ -231,7 +238,10 @@ class FlowWorker(Actor):
                 fn()
             case Deliver(items=items):
                 for envelope, delivery in items:
-                    runtime.deliver(envelope, delivery)
+                    if flow_id_for(envelope) in runtime.drivers:
+                        runtime.deliver(envelope, delivery)
+                    else:  # needs a new driver (an init, or a passivated flow): admission
+                        self._intake.append((envelope, delivery))
             case StartFlow():
                 self._start(runtime, message)
             case RestoreFlows(flow_ids=flow_ids, reply=reply):
@@ -272,7 +282,35 @@ class FlowWorker(Actor):
             if message.reply is not None:
                 message.reply.set_result(handle)
 
-    # ---- passivation ----------------------------------------------------------------------
+    # ---- admission and passivation ---------------------------------------------------------
+    def _admit(self, runtime: FlowRuntime) -> None:
+        """Deliver queued messages that need a new driver, as far as the live budget allows.
+
+        A burst of session-inits (or of messages for passivated flows) would otherwise put every
+        one of their flows in memory at once; queued messages are small and stay un-acked.
+        """
+        room = self.services.live_budget + _ADMISSION_SLACK - len(runtime.drivers)
+        while self._intake and room > 0:
+            envelope, delivery = self._intake.popleft()
+            live = len(runtime.drivers)
+            runtime.deliver(envelope, delivery)
+            room -= len(runtime.drivers) - live
+            runtime.run_ready()
+            if len(runtime.drivers) > self.services.live_budget:
+                self._keep_under_budget(runtime)
+                runtime.run_ready()
+                room = self.services.live_budget + _ADMISSION_SLACK - len(runtime.drivers)
+        if self._intake and not self._retry_scheduled:
+            # Room comes back as passivations and flows finish, each a turn of this worker; a
+            # timer makes sure of one more look even if none comes.
+            self._retry_scheduled = True
+            when = datetime.now(UTC) + timedelta(seconds=0.05)
+            ref = self.actor_ref
+            self.services.timers.call_at(when, lambda: _tell(ref, Call(self._admit_later)))
+
+    def _admit_later(self) -> None:
+        self._retry_scheduled = False
+
     def _keep_under_budget(self, runtime: FlowRuntime) -> None:
         now = time.monotonic()
         lru = self._lru
