@@ -64,7 +64,6 @@ def run(flows: int, in_flight: int, *, warmup: int = 100) -> dict[str, Any]:
         "flows": flows,
         "in_flight": in_flight,
         **result,
-        "commits_per_flow": round(stats.transactions / max(1, stats.batches) * 4, 2),
         "avg_group": round(stats.batches / max(1, stats.transactions), 1),
     }
 

@@ -211,10 +211,10 @@ def test_receive_after_the_peers_end_throws_unexpected_flow_end() -> None:
     assert isinstance(result.continuation.error, UnexpectedFlowEndException)
 
 
-def test_finishing_gives_the_result_then_deletes_the_checkpoint_acks_and_ends_sessions() -> None:
+def test_finishing_gives_the_result_ends_sessions_then_deletes_the_checkpoint_and_acks() -> None:
     state, _sid = with_initiated_session(running())
     result = transition(state, FlowFinished(42))
-    remove, persist, ack, send = result.actions
+    remove, send, persist, ack = result.actions
     assert remove == RemoveFlow(result=42, durable=False)
     assert isinstance(persist, PersistCheckpoint)
     assert persist.ops == (DeleteFlow(FLOW),)

@@ -12,8 +12,9 @@ order**, then obeys the continuation. The transitions build lists that keep thes
 3. :class:`SendMessages` comes after the commit of the checkpoint that decided to send. Messages
    carry deterministic ids, so re-sending after a restore is harmless.
 4. :class:`SignalStarted` and :class:`RemoveFlow` come after the commit that made them true —
-   except that a flow without client id or queued writes is removed (its result given) *before*
-   the commit that only deletes its checkpoint: nothing observable depends on that commit.
+   except that a flow without client id or queued writes is removed (its result given, its Ends
+   sent) *before* the commit that only deletes its checkpoint: nothing depends on that commit,
+   and a flow restored because it did not happen re-sends the same messages.
 5. If an action fails, the executor abandons the rest, keeps the state from *before* the
    transition, and feeds :class:`~parley.protocol.events.ActionFailed` back into the machine.
 """

@@ -82,19 +82,22 @@ def _finish(state: FlowState, result: object) -> Transition:
     state, ends = close_all(state)
     envelopes.extend(ends)
     actions: list[Action] = []
-    # Without a client id or writes, the commit only deletes the checkpoint: nobody waits for
-    # it, so the result is given first. (A crash before it commits re-runs the flow's last step
-    # from the checkpoint; the receivers drop its re-sent messages.)
+    # Without a client id or writes, the commit only deletes the checkpoint: nothing depends on
+    # it, so the result is given and the Ends are sent first (often in the same batch as the
+    # flow's last data). A crash before it commits re-runs the flow's last step from the
+    # checkpoint, re-sending the same messages, which the receivers drop.
     early = state.client_id is None and not state.writes and state.init_fact is None
     if early:
         if not state.signalled:
             actions.append(SignalStarted())
         actions.append(RemoveFlow(result=result, durable=not ops))
+        if envelopes:
+            actions.append(SendMessages(tuple(envelopes)))
     if ops:
         actions.append(PersistCheckpoint(tuple(ops)))
     if state.deliveries:
         actions.append(AcknowledgeMessages(state.deliveries))
-    if envelopes:
+    if envelopes and not early:
         actions.append(SendMessages(tuple(envelopes)))
     if not early:
         if not state.signalled:
