@@ -1,0 +1,85 @@
+"""The command line: help, configuration files and bad arguments (each a clear error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parley.cli import app
+from parley.cli.main import load_config
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "node" in result.output
+    assert "version" in result.output
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert result.output.strip().count(".") >= 1
+
+
+def test_node_run_without_a_name_is_refused() -> None:
+    result = runner.invoke(app, ["node", "run"])
+    assert result.exit_code == 2
+    assert "needs a name" in result.output
+
+
+def test_node_run_with_a_missing_config_file_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["node", "run", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "no such config file" in result.output
+
+
+def test_a_config_file_with_unknown_keys_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[node]\nname = "alice"\ncolour = "blue"\n')
+    with pytest.raises(Exception, match="unknown keys in \\[node\\].*colour"):
+        load_config(config)
+
+
+def test_a_config_file_that_is_not_toml_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text("[node\nname=")
+    result = runner.invoke(app, ["node", "run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "not valid TOML" in result.output
+
+
+def test_a_config_file_supplies_the_settings(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[node]\nname = "alice"\nworkers = 2\napps = ["parley.apps.pingpong"]\n')
+    assert load_config(config) == {
+        "name": "alice",
+        "workers": 2,
+        "apps": ["parley.apps.pingpong"],
+    }
+
+
+def test_an_out_of_range_option_is_refused() -> None:
+    result = runner.invoke(app, ["node", "run", "--name", "a", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "workers" in result.output
+
+
+def test_an_app_that_does_not_exist_stops_the_node_with_a_clear_error(tmp_path: Path) -> None:
+    args = ["node", "run", "--name", "alice", "--data-dir", str(tmp_path / "alice")]
+    args += ["--nats", "nats://127.0.0.1:1", "--app", "no_such_module_here"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "can't import app 'no_such_module_here'" in result.output
+
+
+def test_a_node_that_cannot_reach_nats_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
+    args = ["node", "run", "--name", "alice", "--data-dir", str(tmp_path / "alice")]
+    args += ["--nats", "nats://127.0.0.1:1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "failed to start" in result.output
