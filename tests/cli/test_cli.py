@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from parley.cli import app
@@ -41,7 +42,7 @@ def test_node_run_with_a_missing_config_file_is_refused(tmp_path: Path) -> None:
 def test_a_config_file_with_unknown_keys_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "parley.toml"
     config.write_text('[node]\nname = "alice"\ncolour = "blue"\n')
-    with pytest.raises(Exception, match="unknown keys in \\[node\\].*colour"):
+    with pytest.raises(typer.BadParameter, match=r"unknown keys in \[node\].*colour"):
         load_config(config)
 
 
