@@ -159,10 +159,17 @@ _PENDING_MESSAGES: Final = "Nats-Pending-Messages"
 # ------------------------------------------------------------------------------------------
 
 
+_VALID_NAMES: set[str] = set()
+
+
 def validate_node_name(node: str) -> str:
     """Return ``node`` if it is a valid node name (``[A-Za-z0-9_-]{1,128}``), else ValueError."""
+    if node in _VALID_NAMES:
+        return node
     if not isinstance(node, str) or not _NODE_NAME.match(node):
         raise ValueError(f"invalid node name {node!r}: use 1-128 characters from A-Z a-z 0-9 _ -")
+    if len(_VALID_NAMES) < 10_000:
+        _VALID_NAMES.add(node)
     return node
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -128,12 +129,33 @@ class WorkerPorts:
         self._ref = ref
         self._services = services
         self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def _back(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the worker's thread (called from any thread).
+
+        Callbacks that arrive while earlier ones still wait for the worker travel together in
+        one message: a group commit answers dozens of flows at once, and every message between
+        threads costs a wake-up and a GIL hand-over.
+        """
+        with self._lock:
+            self._callbacks.append(fn)
+            if len(self._callbacks) > 1:
+                return
         try:
-            self._ref.tell(Call(fn))
+            self._ref.tell(Call(self._run_callbacks))
         except pykka.ActorDeadError:
             log.debug("worker stopped; dropping a callback")
+
+    def _run_callbacks(self) -> None:
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                log.exception("a callback failed on worker")
 
     def commit(
         self, ops: tuple[StoreOp, ...], done: Callable[[BaseException | None], None]

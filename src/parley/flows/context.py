@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from parley.protocol.requests import Request
 from parley.protocol.state import SubFlowFrame
@@ -70,4 +70,9 @@ class Suspend(Generic[T]):
         return cast(T, value)
 
 
-__all__ = ["FlowContext", "Suspend"]
+def suspend(request: Request) -> Suspend[Any]:
+    """Await this to suspend the flow on ``request`` (``Suspend[T](...)`` is slower to build)."""
+    return Suspend(request)
+
+
+__all__ = ["FlowContext", "Suspend", "suspend"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from parley.flows.context import FlowContext, Suspend
+from parley.flows.context import FlowContext, suspend
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.registry import FLOW_CLASSES, frame_for
 from parley.flows.session import FlowSession, UntrustworthyData, checked
@@ -45,7 +45,8 @@ class FlowDatabase:
 
     async def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query against committed data; the rows are recorded in the journal."""
-        return await Suspend[list[tuple[Any, ...]]](Query(sql, tuple(params)))
+        rows: list[tuple[Any, ...]] = await suspend(Query(sql, tuple(params)))
+        return rows
 
 
 class FlowServices:
@@ -113,14 +114,14 @@ class FlowLogic(Generic[T]):
         """Send the same payload on every session (one suspension)."""
         _unique(sessions)
         encoded = codec.encode(payload)
-        await Suspend[None](Send(tuple((s.session_id, encoded) for s in sessions)))
+        await suspend(Send(tuple((s.session_id, encoded) for s in sessions)))
 
     async def receive_all(
         self, expected: type[R], sessions: Sequence[FlowSession]
     ) -> list[UntrustworthyData[R]]:
         """Receive one payload of type ``expected`` from every session, in the sessions' order."""
         _unique(sessions)
-        received = await Suspend[dict[str, bytes]](Receive(tuple(s.session_id for s in sessions)))
+        received = await suspend(Receive(tuple(s.session_id for s in sessions)))
         return [checked(expected, received[s.session_id]) for s in sessions]
 
     # ---- sub-flows ----------------------------------------------------------------------
@@ -131,7 +132,7 @@ class FlowLogic(Generic[T]):
             raise FlowUsageError(f"sub_flow() takes a FlowLogic, not {type(flow).__name__}")
         frame = frame_for(type(flow))
         if frame.idempotent and not ctx.idempotent:
-            await Suspend[None](ForceCheckpoint())
+            await suspend(ForceCheckpoint())
         flow._parley_ctx = ctx
         parent, child = tracker_of(self), tracker_of(flow)
         if parent is not None and child is not None and parent.current_step not in _ENDS:
@@ -163,7 +164,7 @@ class FlowLogic(Generic[T]):
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise FlowUsageError(f"sleep() takes a number of seconds >= 0, got {seconds!r}")
         until = self.now() + timedelta(seconds=seconds)
-        await Suspend[None](Sleep(until))
+        await suspend(Sleep(until))
 
     async def execute(self, fn: Callable[..., R], *args: object) -> R:
         """Run ``fn(*args)`` off the flow's thread and record its result (or exception).
@@ -174,7 +175,8 @@ class FlowLogic(Generic[T]):
         if not callable(fn):
             raise FlowUsageError(f"execute() takes a callable, not {type(fn).__name__}")
         name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
-        return await Suspend[R](Execute(name, fn, args))
+        result: R = await suspend(Execute(name, fn, args))
+        return result
 
     def __repr__(self) -> str:
         return f"<{type_name(type(self))}>"

@@ -7,7 +7,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
-from parley.flows.context import Suspend
+from parley.flows.context import suspend
 from parley.protocol import codec
 from parley.protocol.errors import UnexpectedPayloadError
 from parley.protocol.messages import FlowInfo
@@ -52,7 +52,7 @@ class FlowSession:
 
     async def send(self, payload: object) -> None:
         """Send ``payload`` (anything the codec can encode). Does not wait for delivery."""
-        await Suspend[None](Send(((self.session_id, codec.encode(payload)),)))
+        await suspend(Send(((self.session_id, codec.encode(payload)),)))
 
     async def receive(self, expected: type[T]) -> UntrustworthyData[T]:
         """Wait for the next payload, which must be of type ``expected``.
@@ -62,22 +62,22 @@ class FlowSession:
             UnexpectedFlowEndException: the counterparty ended or failed.
             FlowException: the counterparty failed with this FlowException.
         """
-        received = await Suspend[dict[str, bytes]](Receive((self.session_id,)))
+        received = await suspend(Receive((self.session_id,)))
         return checked(expected, received[self.session_id])
 
     async def send_and_receive(self, expected: type[T], payload: object) -> UntrustworthyData[T]:
         """Send ``payload``, then receive a payload of type ``expected``."""
         request = SendAndReceive(((self.session_id, codec.encode(payload)),), (self.session_id,))
-        received = await Suspend[dict[str, bytes]](request)
+        received = await suspend(request)
         return checked(expected, received[self.session_id])
 
     async def close(self) -> None:
         """Close our end of the session. Closing twice is allowed."""
-        await Suspend[None](CloseSessions((self.session_id,)))
+        await suspend(CloseSessions((self.session_id,)))
 
     async def get_counterparty_flow_info(self) -> FlowInfo:
         """The counterparty flow's version and app (waits for the session to be confirmed)."""
-        infos = await Suspend[dict[str, FlowInfo]](GetFlowInfo((self.session_id,)))
+        infos: dict[str, FlowInfo] = await suspend(GetFlowInfo((self.session_id,)))
         return infos[self.session_id]
 
     def __repr__(self) -> str:
