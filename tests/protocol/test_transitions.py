@@ -120,17 +120,23 @@ def test_a_responder_records_its_init_and_acks_it_with_its_first_checkpoint() ->
         flow_version=1,
         delivery="init-token",
     )
+    sid = f"{FLOW}.0"
     state = transition(state, DoRemainingWork()).new_state
-    result = transition(state, Suspended(Receive((f"{FLOW}.0",))))
+    # the first payload is already here: receiving it needs no checkpoint
+    result = transition(state, Suspended(Receive((sid,))))
+    assert result.actions == (ScheduleEvent(DoRemainingWork()),)
+    result = transition(result.new_state, DoRemainingWork())
+    assert result.continuation == Resume({sid: codec.encode(3)})
+    # the next suspension commits the init as processed, then acks it
+    result = transition(result.new_state, Suspended(Send(((sid, codec.encode(4)),))))
     persist, ack = result.actions[:2]
     assert isinstance(persist, PersistCheckpoint)
     assert PutProcessedInit("alice", "alice.0", FLOW) in persist.ops
     assert ack == AcknowledgeMessages(("init-token",))
-    # the confirm goes out after that commit, with the first payload already waiting
+    # and only then the Confirm goes out, in front of the data
     after = transition(result.new_state, DoRemainingWork())
-    sends = [a for a in after.actions if isinstance(a, SendMessages)]
-    assert isinstance(sends[0].envelopes[0].body, Confirm)
-    assert after.continuation == Resume({f"{FLOW}.0": codec.encode(3)})
+    (send,) = [a for a in after.actions if isinstance(a, SendMessages)]
+    assert [type(e.body) for e in send.envelopes] == [Confirm, Data]
 
 
 @pytest.mark.parametrize(

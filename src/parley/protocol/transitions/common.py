@@ -117,9 +117,15 @@ def checkpoint(state: FlowState) -> tuple[FlowState, tuple[Action, ...]]:
     return new, tuple(actions)
 
 
-def flush_confirms(state: FlowState) -> tuple[FlowState, list[Envelope]]:
-    """Send the Confirm of a responder session that has not been confirmed yet (seq 0)."""
+def flush_confirms(state: FlowState, *, final: bool = False) -> tuple[FlowState, list[Envelope]]:
+    """Send the Confirm of a responder session that has not been confirmed yet (seq 0).
+
+    Like every send, only after a commit: once the flow has a checkpoint, or (``final``) in the
+    transition that removes the flow, whose commit comes first.
+    """
     envelopes: list[Envelope] = []
+    if not (state.persisted or final):
+        return state, envelopes
     for session in state.sessions.values():
         if (
             session.status is SessionStatus.INITIATED

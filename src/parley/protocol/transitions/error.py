@@ -111,7 +111,7 @@ def errored_work(state: FlowState) -> Transition:
     ):
         return Transition(state, (), ProcessEvents())  # wait for the Confirm, then tell the peer
     errors = error_state.errors
-    state, envelopes = flush_confirms(state)
+    state, envelopes = flush_confirms(state, final=True)
     for flow_error in errors[error_state.propagated :]:
         state, sent = _send_error(state, flow_error.error_id, _revealed(flow_error.exception))
         envelopes.extend(sent)
@@ -126,7 +126,7 @@ def kill_requested(state: FlowState) -> Transition:
     killed = KilledFlowException(state.flow_id)
     error_id = ids.error_id(state.flow_id, state.error_count)
     state = replace(state, error_count=state.error_count + 1, writes=(), killed=True)
-    state, envelopes = flush_confirms(state)
+    state, envelopes = flush_confirms(state, final=True)
     state, sent = _send_error(state, error_id, None)
     envelopes.extend(sent)
     return _remove(state, FlowStatus.KILLED, killed, envelopes)

@@ -78,7 +78,7 @@ def _finish(state: FlowState, result: object) -> Transition:
         ops.append(PutFlowResult(state.flow_id, state.client_id, FlowStatus.COMPLETED, value, None))
     if state.persisted:
         ops.append(DeleteFlow(state.flow_id))  # after the result, which copies the start row
-    state, envelopes = flush_confirms(state)
+    state, envelopes = flush_confirms(state, final=True)
     state, ends = close_all(state)
     envelopes.extend(ends)
     actions: list[Action] = []

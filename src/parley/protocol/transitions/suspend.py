@@ -42,7 +42,8 @@ def suspended(state: FlowState, event: Suspended) -> Transition:
     if state.idempotent or _answerable_now(state, request):
         # No checkpoint: inside an idempotent sub-flow (a retry replays from the enclosing one),
         # or a receive whose data is already here (nothing happens that a checkpoint must
-        # precede; the messages stay un-acked until the next one, so a crash redelivers them).
+        # precede; the messages stay un-acked until the next one, so a crash redelivers them; a
+        # responder's Confirm goes out after that next checkpoint).
         return Transition(state, (work,))
     if isinstance(request, Execute):
         # The operation starts while its checkpoint commits: it runs at least once either way,
@@ -70,7 +71,6 @@ def _answerable_now(state: FlowState, request: Request) -> bool:
             or session.closed
             or not session.inbox
             or not isinstance(session.inbox[0], Data)
-            or session.next_send_seq == 0  # a responder's Confirm must follow a commit
         ):
             return False
     return True
