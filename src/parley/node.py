@@ -73,7 +73,7 @@ class NodeConfig:
     #: Flows kept in memory at most; waiting flows beyond this are passivated.
     max_live_flows: int = 10_000
     #: Number of FlowWorker shards (threads that run flows).
-    workers: int = 4
+    workers: int = 2
     #: SQLite ``synchronous`` level: FULL (default: durable against power loss) or NORMAL.
     synchronous: str = "FULL"
     #: Embedded NATS only: fsync JetStream on every write (``sync_interval: always``).
@@ -81,7 +81,7 @@ class NodeConfig:
     #: Passivate flows that have waited this long (seconds).
     passivate_after: float = 60.0
     #: Threads for external operations (``FlowLogic.execute``).
-    operation_threads: int = 8
+    operation_threads: int = 4
     connect_timeout: float = 5.0
     #: Largest message accepted from peers (bytes).
     max_message_size: int = DEFAULT_MAX_SIZE

@@ -113,7 +113,7 @@ def node_run(
             data_dir=Path(settings.get("data_dir") or node_name),
             nats_url=settings.get("nats"),
             apps=list(settings.get("apps", [])),
-            workers=int(settings.get("workers", 4)),
+            workers=int(settings.get("workers", 2)),
             max_live_flows=int(settings.get("max_live_flows", 10_000)),
             synchronous=str(settings.get("synchronous", "FULL")),
             passivate_after=float(settings.get("passivate_after", 60.0)),
