@@ -23,7 +23,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import threading
@@ -237,9 +236,6 @@ class Node:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: no new flows; queued work finishes; every checkpoint stays."""
         self._accepting = False
-        if self._manager is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                self._manager.tell("stop accepting")
         self._restored = False  # hold (never ack) whatever still arrives
         self._router = None
         for ref in [self._manager, *self._workers, *self._actors]:

@@ -1,16 +1,16 @@
-"""The FlowManager actor: starts flows, restores them at start-up, answers for the node's flows.
+"""The FlowManager actor: restores flows at start-up and answers for the node's flows.
 
-It picks each new flow's id — random, or derived from the client id so that a repeated client id
-reaches the same flow — and hands the start to the worker that owns that id. At start-up it reads
-the ids of every RUNNABLE or HOSPITALIZED flow and has their workers restore them; the node consumes
-peer messages only after that. It never blocks on another actor: replies travel in futures that the
-caller (the node's API) waits on.
+At start-up it reads the ids of every RUNNABLE or HOSPITALIZED flow and has their workers restore
+them; the node consumes peer messages only after that. It sums the workers' counters for operators.
+It never blocks on another actor: replies travel in futures that the caller (the node's API) waits
+on. (Starting a flow does not go through it: ``Node.start_flow`` picks the flow's id — random, or
+derived from the client id so that a repeated client id reaches the same flow — and tells the
+worker that owns it directly, one thread hop less on the hot path.)
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,20 +21,10 @@ import pykka
 
 from parley.actors.base import Actor
 from parley.actors.router import shard_of
-from parley.actors.runtime import FlowHandle, client_flow_id
-from parley.actors.worker import Inspect, KillFlow, RestoreFlows, StartFlow
-from parley.flows.logic import FlowLogic
+from parley.actors.worker import Inspect, RestoreFlows
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.manager")
-
-
-@dataclass(frozen=True, slots=True)
-class StartRequest:
-    flow: FlowLogic[Any]
-    client_id: str | None
-    started_by: str | None
-    reply: Future[FlowHandle[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +32,6 @@ class RestoreAll:
     """Restore every stored runnable flow; the reply lists one future per worker."""
 
     reply: Future[list[Future[int]]]
-
-
-@dataclass(frozen=True, slots=True)
-class KillRequest:
-    flow_id: str
-    reply: Future[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,25 +46,14 @@ class FlowManager(Actor):
         super().__init__()
         self.workers = workers
         self.db_path = db_path
-        self.accepting = True
 
     def _worker_for(self, flow_id: str) -> pykka.ActorRef[Any]:
         return self.workers[shard_of(flow_id, len(self.workers))]
 
     def on_receive(self, message: Any) -> Any:
         match message:
-            case StartRequest(flow=flow, client_id=client_id, started_by=by, reply=reply):
-                if not self.accepting:
-                    from parley.protocol.errors import ParleyError
-
-                    reply.set_exception(ParleyError("the node is stopping: no new flows"))
-                    return None
-                flow_id = client_flow_id(client_id) if client_id else uuid.uuid4().hex
-                self._worker_for(flow_id).tell(StartFlow(flow, flow_id, client_id, by, reply))
             case RestoreAll(reply=reply):
                 reply.set_result(self._restore_all())
-            case KillRequest(flow_id=flow_id, reply=reply):
-                self._worker_for(flow_id).tell(KillFlow(flow_id, reply))
             case StatsRequest(reply=reply):
                 futures: list[Future[dict[str, int]]] = []
                 for worker in self.workers:
@@ -88,8 +61,6 @@ class FlowManager(Actor):
                     worker.tell(Inspect(future))
                     futures.append(future)
                 reply.set_result(futures)
-            case "stop accepting":
-                self.accepting = False
             case _:
                 log.warning("manager ignored %r", message)
         return None
@@ -110,4 +81,4 @@ class FlowManager(Actor):
         return futures
 
 
-__all__ = ["FlowManager", "KillRequest", "RestoreAll", "StartRequest", "StatsRequest"]
+__all__ = ["FlowManager", "RestoreAll", "StatsRequest"]
