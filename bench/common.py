@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import queue
 import signal
 import sqlite3
 import statistics
@@ -15,9 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-
-from parley.actors.messaging import NatsBridge, Outgoing
-from parley.protocol.messages import Envelope, SessionMessage, decode_envelope, encode_envelope
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +55,37 @@ def query(db: Path, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, 
         return []
     finally:
         connection.close()
+
+
+def closed_loop(
+    start: Callable[[int], Future[Any]], flows: int, in_flight: int, timeout: float = 600
+) -> dict[str, float]:
+    """Run ``flows`` flows, ``in_flight`` at a time (a new one starts when one finishes).
+
+    ``start(n)`` starts the n-th flow and returns the future of its result. Returns throughput
+    and the latency of each flow from its start to its result.
+    """
+    slots = threading.Semaphore(in_flight)
+    finished = threading.Event()
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def done(started: float, future: Future[Any]) -> None:
+        future.result()
+        with lock:
+            latencies.append(time.perf_counter() - started)
+            if len(latencies) == flows:
+                finished.set()
+        slots.release()
+
+    began = time.perf_counter()
+    for n in range(flows):
+        slots.acquire()
+        started = time.perf_counter()
+        start(n).add_done_callback(functools.partial(done, started))
+    if not finished.wait(timeout):
+        raise TimeoutError(f"{flows - len(latencies)} of {flows} flows did not finish")
+    return summary(latencies, flows, time.perf_counter() - began)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -123,41 +151,3 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
-
-
-class HandPeer:
-    """A node played by hand: publishes envelopes and collects what is sent to it."""
-
-    def __init__(self, url: str, name: str) -> None:
-        self.name = name
-        self.inbox: queue.Queue[Envelope] = queue.Queue()
-        self.bridge = NatsBridge(name, url, on_messages=self._received)
-        self.bridge.start()
-
-    def _received(self, items: list[tuple[bytes, Any]]) -> None:
-        for data, _ in items:
-            self.inbox.put(decode_envelope(data))
-        self.bridge.ack([delivery for _, delivery in items])
-
-    def send_many(self, recipient: str, bodies: Sequence[tuple[str, SessionMessage]]) -> None:
-        for start in range(0, len(bodies), 2000):
-            done: Future[BaseException | None] = Future()
-            messages = [
-                Outgoing(
-                    recipient, self.name, i, encode_envelope(Envelope(i, self.name, recipient, b))
-                )
-                for i, b in bodies[start : start + 2000]
-            ]
-            self.bridge.publish(messages, done.set_result)
-            error = done.result(120)
-            if error is not None:
-                raise error
-
-    def _encode(self, msg_id: str, recipient: str, body: SessionMessage) -> bytes:
-        return encode_envelope(Envelope(msg_id, self.name, recipient, body))
-
-    def next(self, timeout: float = 60.0) -> Envelope:
-        return self.inbox.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.bridge.stop()

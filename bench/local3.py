@@ -7,15 +7,11 @@ when one finishes. Latency is start to result.
 
 from __future__ import annotations
 
-import functools
 import tempfile
-import threading
-import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from bench.common import summary
+from bench.common import closed_loop
 from bench.flows import Local3
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.node import Node, NodeConfig
@@ -23,28 +19,9 @@ from parley.node import Node, NodeConfig
 
 def drive(node: Node, flows: int, in_flight: int) -> dict[str, float]:
     """Run ``flows`` Local3 flows, ``in_flight`` at a time; returns throughput and latency."""
-    slots = threading.Semaphore(in_flight)
-    finished = threading.Event()
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def done(started: float, future: Future[Any]) -> None:
-        future.result()
-        with lock:
-            latencies.append(time.perf_counter() - started)
-            if len(latencies) == flows:
-                finished.set()
-        slots.release()
-
-    began = time.perf_counter()
-    for n in range(flows):
-        slots.acquire()
-        started = time.perf_counter()
-        handle = node.start_flow(Local3(n), wait_started=False)
-        handle.future.add_done_callback(functools.partial(done, started))
-    if not finished.wait(600):
-        raise TimeoutError("local3 flows did not finish")
-    return summary(latencies, flows, time.perf_counter() - began)
+    return closed_loop(
+        lambda n: node.start_flow(Local3(n), wait_started=False).future, flows, in_flight
+    )
 
 
 def run(flows: int, in_flight: int, *, warmup: int = 100) -> dict[str, Any]:

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import HandPeer, NodeProcess, proc_status, query, wait_until
+from bench.common import NodeProcess, proc_status, query, wait_until
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.protocol import codec, ids
 from parley.protocol.messages import Confirm, Data, Init, SessionMessage
+from parley.testing import HandPeer
 
 PARK = "bench.flows:Park"
 

@@ -8,43 +8,21 @@ with every checkpoint committed at ``synchronous=FULL``. Run it on its own with
 
 from __future__ import annotations
 
-import functools
 import tempfile
-import threading
-import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from bench.common import NodeProcess, summary
+from bench.common import NodeProcess, closed_loop
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.apps.pingpong import Ping
 from parley.node import Node, NodeConfig
 
 
 def drive(node: Node, peer: str, flows: int, in_flight: int) -> dict[str, float]:
-    slots = threading.Semaphore(in_flight)
-    finished = threading.Event()
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def done(started: float, future: Future[Any]) -> None:
-        future.result()
-        with lock:
-            latencies.append(time.perf_counter() - started)
-            if len(latencies) == flows:
-                finished.set()
-        slots.release()
-
-    began = time.perf_counter()
-    for n in range(flows):
-        slots.acquire()
-        started = time.perf_counter()
-        handle = node.start_flow(Ping(peer, n), wait_started=False)
-        handle.future.add_done_callback(functools.partial(done, started))
-    if not finished.wait(600):
-        raise TimeoutError("ping-pong flows did not finish")
-    return summary(latencies, flows, time.perf_counter() - began)
+    """Run ``flows`` Ping flows to ``peer``, ``in_flight`` at a time."""
+    return closed_loop(
+        lambda n: node.start_flow(Ping(peer, n), wait_started=False).future, flows, in_flight
+    )
 
 
 def run(cases: list[tuple[int, int]], *, warmup: int = 200) -> list[dict[str, Any]]:

@@ -28,22 +28,6 @@ from parley.protocol.errors import OperationError
 from parley.protocol.records import FlowStatus
 from parley.testing import MockNetwork, MockNode
 
-
-@pytest.fixture
-def net() -> MockNetwork:
-    return MockNetwork()
-
-
-@pytest.fixture
-def alice(net: MockNetwork) -> MockNode:
-    return net.create_node("alice")
-
-
-@pytest.fixture
-def bob(net: MockNetwork) -> MockNode:
-    return net.create_node("bob")
-
-
 # ---- awaiting foreign awaitables --------------------------------------------------------------
 
 

@@ -47,26 +47,6 @@ def kinds(node_a: MockNode, node_b: MockNode, net: MockNetwork) -> list[str]:
     ]
 
 
-@pytest.fixture
-def net() -> MockNetwork:
-    return MockNetwork()
-
-
-@pytest.fixture
-def alice(net: MockNetwork) -> MockNode:
-    return net.create_node("alice")
-
-
-@pytest.fixture
-def bob(net: MockNetwork) -> MockNode:
-    return net.create_node("bob")
-
-
-@pytest.fixture
-def charlie(net: MockNetwork) -> MockNode:
-    return net.create_node("charlie")
-
-
 # ---- 1. both sides send first ---------------------------------------------------------------
 
 

@@ -20,17 +20,9 @@ APPS = ["parley.apps.pingpong", "tests.integration.apps"]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    nats = EmbeddedNatsServer(tmp_path / "nats")
-    nats.start()
-    yield nats
-    nats.stop()
-
-
-@pytest.fixture
-def alice(tmp_path: Path, server: EmbeddedNatsServer) -> Iterator[Node]:
-    assert server.url is not None
-    config = NodeConfig("alice", tmp_path / "alice", nats_url=server.url, apps=APPS, workers=2)
+def alice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> Iterator[Node]:
+    assert nats_server.url is not None
+    config = NodeConfig("alice", tmp_path / "alice", nats_url=nats_server.url, apps=APPS, workers=2)
     with Node(config) as node:
         yield node
 
@@ -44,12 +36,12 @@ def effects(db: Path, side: str) -> list[tuple[object, ...]]:
 
 
 def test_two_node_processes_run_ping_pong_and_the_multi_party_variant(
-    tmp_path: Path, server: EmbeddedNatsServer, alice: Node
+    tmp_path: Path, nats_server: EmbeddedNatsServer, alice: Node
 ) -> None:
-    assert server.url is not None
+    assert nats_server.url is not None
     with (
-        node_process("bob", server.url, tmp_path / "bob", APPS),
-        node_process("carol", server.url, tmp_path / "carol", APPS),
+        node_process("bob", nats_server.url, tmp_path / "bob", APPS),
+        node_process("carol", nats_server.url, tmp_path / "carol", APPS),
     ):
         assert alice.start_flow(Ping("bob", 1, rounds=3)).result(30) == 4
         assert alice.start_flow(PingAll(["bob", "carol"], 10)).result(30) == [11, 11]
@@ -59,19 +51,19 @@ def test_two_node_processes_run_ping_pong_and_the_multi_party_variant(
 
 
 def test_a_responder_killed_after_receiving_the_init_completes_the_flow_once_restarted(
-    tmp_path: Path, server: EmbeddedNatsServer, alice: Node
+    tmp_path: Path, nats_server: EmbeddedNatsServer, alice: Node
 ) -> None:
-    assert server.url is not None
+    assert nats_server.url is not None
     hold = tmp_path / "release-bob"
     env = {"PARLEY_TEST_HOLD_MARKER": str(hold)}
     bob_dir = tmp_path / "bob"
-    with node_process("bob", server.url, bob_dir, APPS, env) as bob:
+    with node_process("bob", nats_server.url, bob_dir, APPS, env) as bob:
         handle = alice.start_flow(Rounds("bob", 3))
         # bob consumed the init and the first value, wrote its effect and holds before replying
         wait_for(lambda: effects(bob.db, "responder"), 30, "bob's first effect to be committed")
         bob.kill()
     hold.touch()
-    with node_process("bob", server.url, bob_dir, APPS, env) as bob:
+    with node_process("bob", nats_server.url, bob_dir, APPS, env) as bob:
         assert handle.result(60) == 3
         assert effects(bob.db, "responder") == [(0, 1), (1, 1), (2, 1)]
     assert effects(alice.db_path, "initiator") == [(0, 1), (1, 1), (2, 1)]
@@ -79,14 +71,14 @@ def test_a_responder_killed_after_receiving_the_init_completes_the_flow_once_res
 
 @pytest.mark.parametrize("crash_at", [0, 1, 2])
 def test_an_initiator_killed_at_each_suspension_point_completes_exactly_once(
-    crash_at: int, tmp_path: Path, server: EmbeddedNatsServer
+    crash_at: int, tmp_path: Path, nats_server: EmbeddedNatsServer
 ) -> None:
-    assert server.url is not None
+    assert nats_server.url is not None
     marker = tmp_path / "crashed"
-    with node_process("bob", server.url, tmp_path / "bob", APPS) as bob:
+    with node_process("bob", nats_server.url, tmp_path / "bob", APPS) as bob:
         arguments = {
             "name": "alice",
-            "nats_url": server.url,
+            "nats_url": nats_server.url,
             "data_dir": tmp_path / "alice",
             "flow": "tests.integration.apps:Rounds",
             "args": json.dumps(["bob", 3, crash_at, str(marker)]),
@@ -107,14 +99,14 @@ def test_an_initiator_killed_at_each_suspension_point_completes_exactly_once(
 
 
 def test_flows_complete_when_the_nats_server_is_killed_and_restarted_mid_run(
-    tmp_path: Path, server: EmbeddedNatsServer, alice: Node
+    tmp_path: Path, nats_server: EmbeddedNatsServer, alice: Node
 ) -> None:
-    assert server.url is not None
-    with node_process("bob", server.url, tmp_path / "bob", APPS) as bob:
+    assert nats_server.url is not None
+    with node_process("bob", nats_server.url, tmp_path / "bob", APPS) as bob:
         handles = [alice.start_flow(Rounds("bob", 5), wait_started=False) for _ in range(20)]
         wait_for(lambda: effects(bob.db, "responder"), 30, "the flows to be under way")
-        server.kill()
-        server.restart()
+        nats_server.kill()
+        nats_server.restart()
         assert [h.result(90) for h in handles] == [5] * 20
         counts = rows(bob.db, "SELECT count(*) FROM effects WHERE side = 'responder'")
         assert counts == [(100,)]

@@ -1,5 +1,5 @@
-"""A node against a hand-driven peer on a real nats-server: duplicates, reordering, hostile input,
-and passivation of thousands of waiting flows."""
+"""A node against a hand-driven peer on a real nats-server: duplicates, reordering, hostile
+input, and passivation of thousands of waiting flows."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any
 import cbor2
 import pytest
 
-from parley.actors.messaging import NatsBridge, Outgoing
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.apps.pingpong import Ping
 from parley.node import Node, NodeConfig
@@ -26,10 +25,9 @@ from parley.protocol.messages import (
     End,
     Envelope,
     Init,
-    SessionMessage,
-    decode_envelope,
     encode_envelope,
 )
+from parley.testing import HandPeer
 from tests.integration.nodes import rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,73 +37,26 @@ COLLECT = "tests.integration.apps:Collect"
 PARK = "tests.integration.apps:Park"
 
 
-class FakePeer:
-    """Plays a node called ``tester`` by publishing envelopes by hand."""
-
-    def __init__(self, url: str, name: str = "tester") -> None:
-        self.name = name
-        self.inbox: queue.Queue[Envelope] = queue.Queue()
-        self.bridge = NatsBridge(name, url, on_messages=self._received)
-        self.bridge.start()
-
-    def _received(self, items: list[tuple[bytes, Any]]) -> None:
-        for data, _delivery in items:
-            self.inbox.put(decode_envelope(data))
-        self.bridge.ack([d for _, d in items])
-
-    def publish_raw(self, recipient: str, data: bytes, msg_id: str) -> None:
-        done: Future[BaseException | None] = Future()
-        self.bridge.publish([Outgoing(recipient, self.name, msg_id, data)], done.set_result)
-        assert done.result(10) is None
-
-    def send(self, recipient: str, body: SessionMessage, msg_id: str) -> None:
-        envelope = Envelope(msg_id, self.name, recipient, body)
-        self.publish_raw(recipient, encode_envelope(envelope), msg_id)
-
-    def send_many(self, recipient: str, bodies: list[tuple[str, SessionMessage]]) -> None:
-        done: Future[BaseException | None] = Future()
-        messages = [
-            Outgoing(recipient, self.name, i, encode_envelope(Envelope(i, self.name, recipient, b)))
-            for i, b in bodies
-        ]
-        self.bridge.publish(messages, done.set_result)
-        assert done.result(60) is None
-
-    def next(self, timeout: float = 10.0) -> Envelope:
-        return self.inbox.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.bridge.stop()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    nats = EmbeddedNatsServer(tmp_path / "nats")
-    nats.start()
-    yield nats
-    nats.stop()
-
-
-@pytest.fixture
-def peer(server: EmbeddedNatsServer) -> Iterator[FakePeer]:
-    assert server.url is not None
-    fake = FakePeer(server.url)
+def peer(nats_server: EmbeddedNatsServer) -> Iterator[HandPeer]:
+    assert nats_server.url is not None
+    fake = HandPeer(nats_server.url, "tester")
     yield fake
     fake.close()
 
 
 def start_node(
-    tmp_path: Path, server: EmbeddedNatsServer, name: str = "alice", **options: Any
+    tmp_path: Path, nats_server: EmbeddedNatsServer, name: str = "alice", **options: Any
 ) -> Node:
-    assert server.url is not None
-    config = NodeConfig(name, tmp_path / name, nats_url=server.url, apps=APPS, **options)
+    assert nats_server.url is not None
+    config = NodeConfig(name, tmp_path / name, nats_url=nats_server.url, apps=APPS, **options)
     return Node(config).start()
 
 
 def test_duplicate_and_reordered_messages_are_processed_once_and_in_order(
-    tmp_path: Path, server: EmbeddedNatsServer, peer: FakePeer
+    tmp_path: Path, nats_server: EmbeddedNatsServer, peer: HandPeer
 ) -> None:
-    node = start_node(tmp_path, server)
+    node = start_node(tmp_path, nats_server)
     try:
         mine = "s" * 32 + ".0"
         init = Init(mine, COLLECT, 1, "tests", codec.encode(3))
@@ -152,13 +103,13 @@ def hostile_messages(tmp_path: Path) -> dict[str, bytes]:
 
 def test_hostile_input_is_acked_logged_and_leaves_other_flows_alone(
     tmp_path: Path,
-    server: EmbeddedNatsServer,
-    peer: FakePeer,
+    nats_server: EmbeddedNatsServer,
+    peer: HandPeer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="parley")
-    alice = start_node(tmp_path, server, max_message_size=64 * 1024)
-    bob = start_node(tmp_path, server, "bob")
+    alice = start_node(tmp_path, nats_server, max_message_size=64 * 1024)
+    bob = start_node(tmp_path, nats_server, "bob")
     try:
         handle = alice.start_flow(Ping("bob", 1, rounds=5))
         for kind, data in hostile_messages(tmp_path).items():
@@ -177,7 +128,9 @@ def test_hostile_input_is_acked_logged_and_leaves_other_flows_alone(
         assert any("over the limit" in r for r in reasons)
         assert any("evil.module:Payload" in r for r in reasons)
         info = wait_for(
-            lambda: _consumer_drained(server, "alice"), 10, "alice's consumer to have acked all"
+            lambda: _consumer_drained(nats_server, "alice"),
+            10,
+            "alice's consumer to have acked all",
         )
         assert info
     finally:
@@ -185,14 +138,14 @@ def test_hostile_input_is_acked_logged_and_leaves_other_flows_alone(
         bob.stop()
 
 
-def _consumer_drained(server: EmbeddedNatsServer, node: str) -> bool:
-    assert server.url is not None
+def _consumer_drained(nats_server: EmbeddedNatsServer, node: str) -> bool:
+    assert nats_server.url is not None
     result: Future[bool] = Future()
 
     async def check() -> None:
         import nats
 
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(nats_server.url)
         try:
             info = await nc.jetstream().consumer_info(f"PARLEY_{node}", f"parley-{node}")
             result.set_result(info.num_ack_pending == 0 and info.num_pending == 0)
@@ -215,10 +168,10 @@ def _rss_kib() -> int:
 
 
 def test_thousands_of_waiting_flows_are_passivated_and_all_complete(
-    tmp_path: Path, server: EmbeddedNatsServer, peer: FakePeer
+    tmp_path: Path, nats_server: EmbeddedNatsServer, peer: HandPeer
 ) -> None:
     count = 5000
-    node = start_node(tmp_path, server, max_live_flows=100, workers=2)
+    node = start_node(tmp_path, nats_server, max_live_flows=100, workers=2)
     try:
         threads_before = threading.active_count()
         rss_before = _rss_kib()
@@ -226,7 +179,7 @@ def test_thousands_of_waiting_flows_are_passivated_and_all_complete(
             (ids.message_id(f"p{n:031d}.0", 0), Init(f"p{n:031d}.0", PARK, 1, "tests", None))
             for n in range(count)
         ]
-        peer.send_many("alice", inits)  # type: ignore[arg-type]
+        peer.send_many("alice", inits)
         sessions: dict[str, str] = {}
         while len(sessions) < count:
             confirm = peer.next(timeout=60)
@@ -246,7 +199,7 @@ def test_thousands_of_waiting_flows_are_passivated_and_all_complete(
             (ids.message_id(mine, 1), Data(theirs, 1, codec.encode(n)))
             for n, (mine, theirs) in enumerate(sorted(sessions.items()))
         ]
-        peer.send_many("alice", datas)  # type: ignore[arg-type]
+        peer.send_many("alice", datas)
         answers: set[object] = set()
         while len(answers) < count:
             reply = peer.next(timeout=60)
