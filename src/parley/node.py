@@ -42,7 +42,7 @@ from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
 from parley.actors.messaging import NatsBridge, Outgoing
 from parley.actors.natsserver import EmbeddedNatsServer
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
-from parley.actors.router import SessionRouter, shard_of
+from parley.actors.router import SessionRouter, resolve_acks, shard_of
 from parley.actors.runtime import FlowHandle, client_flow_id
 from parley.actors.timers import TimerService
 from parley.actors.worker import FlowWorker, KillFlow, StartFlow, WorkerServices
@@ -51,7 +51,6 @@ from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
-from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus
 from parley.store import FlowSummary, SqliteStore
 
@@ -107,17 +106,15 @@ class _Messaging:
     def __init__(self, bridge: NatsBridge) -> None:
         self.bridge = bridge
 
-    def publish_envelopes(
-        self,
-        envelopes: Sequence[tuple[Envelope, bytes]],
-        done: Callable[[BaseException | None], None],
+    def publish(
+        self, messages: Sequence[Outgoing], done: Callable[[BaseException | None], None]
     ) -> None:
-        self.bridge.publish(
-            [Outgoing(e.recipient, e.sender, e.id, data) for e, data in envelopes], done
-        )
+        self.bridge.publish(messages, done)
 
-    def ack(self, deliveries: Sequence[Any]) -> None:
-        self.bridge.ack(list(deliveries))
+    def ack(self, tokens: Sequence[Any]) -> None:
+        deliveries = resolve_acks(tokens)
+        if deliveries:
+            self.bridge.ack(deliveries)
 
 
 class Node:

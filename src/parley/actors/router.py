@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,9 +24,52 @@ import pykka
 from parley.actors.runtime import flow_id_for, shard_of
 from parley.actors.worker import Deliver
 from parley.protocol.errors import DeserializationError
-from parley.protocol.messages import Envelope, decode_envelope
+from parley.protocol.messages import Envelope, decode_envelopes
 
 log = logging.getLogger("parley.router")
+
+
+class SharedDelivery:
+    """One transport delivery that carried several envelopes."""
+
+    __slots__ = ("delivery", "lock", "remaining")
+
+    def __init__(self, delivery: Any, count: int) -> None:
+        self.delivery = delivery
+        self.remaining = count
+        self.lock = threading.Lock()
+
+
+class Part:
+    """The ack token of one envelope of a batch: the delivery is acked when all parts are."""
+
+    __slots__ = ("acked", "shared")
+
+    def __init__(self, shared: SharedDelivery) -> None:
+        self.shared = shared
+        self.acked = False
+
+    def release(self) -> Any | None:
+        """Mark this part acked; returns the delivery to ack if it was the last part."""
+        with self.shared.lock:
+            if self.acked:
+                return None
+            self.acked = True
+            self.shared.remaining -= 1
+            return self.shared.delivery if self.shared.remaining == 0 else None
+
+
+def resolve_acks(tokens: Sequence[Any]) -> list[Any]:
+    """The transport deliveries to ack for these tokens (parts of a batch count down first)."""
+    deliveries = []
+    for token in tokens:
+        if isinstance(token, Part):
+            delivery = token.release()
+            if delivery is not None:
+                deliveries.append(delivery)
+        else:
+            deliveries.append(token)
+    return deliveries
 
 
 class SessionRouter:
@@ -48,17 +92,23 @@ class SessionRouter:
         batches: dict[int, list[tuple[Envelope, Any]]] = defaultdict(list)
         for data, delivery in items:
             try:
-                envelope = decode_envelope(data, max_size=self.max_size)
+                envelopes = decode_envelopes(data, max_size=self.max_size)
             except DeserializationError as exc:
                 self.dropped += 1
                 log.warning("dropping an undecodable message (%d bytes): %s", len(data), exc)
                 self.ack([delivery])
                 continue
-            shard = shard_of(flow_id_for(envelope), len(self.workers))
-            batches[shard].append((envelope, delivery))
+            if len(envelopes) == 1:
+                tokens: list[Any] = [delivery]
+            else:  # the message is acked once every envelope in it has been
+                shared = SharedDelivery(delivery, len(envelopes))
+                tokens = [Part(shared) for _ in envelopes]
+            for envelope, token in zip(envelopes, tokens, strict=True):
+                shard = shard_of(flow_id_for(envelope), len(self.workers))
+                batches[shard].append((envelope, token))
         for shard, batch in batches.items():
             with contextlib.suppress(pykka.ActorDeadError):  # stopping: redelivered next start
                 self.workers[shard].tell(Deliver(tuple(batch)))
 
 
-__all__ = ["SessionRouter", "flow_id_for", "shard_of"]
+__all__ = ["Part", "SessionRouter", "SharedDelivery", "flow_id_for", "resolve_acks", "shard_of"]

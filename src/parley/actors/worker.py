@@ -15,6 +15,7 @@ The worker also keeps the number of flows in memory under its budget by passivat
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -32,16 +33,41 @@ import pykka
 
 from parley.actors.base import Actor
 from parley.actors.hospital import HospitalPort
+from parley.actors.messaging import Outgoing
 from parley.actors.persistence import Commit
 from parley.actors.runtime import FlowHandle, FlowRuntime, flow_id_for
 from parley.actors.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
-from parley.protocol.messages import Envelope, encode_envelope
+from parley.protocol.messages import MAX_BATCH, Envelope, encode_batch, encode_envelope
 from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.worker")
+
+#: Largest message a worker builds from a batch of envelopes (well under NATS' 1 MiB payload).
+_MAX_BATCH_BYTES = 256 * 1024
+
+
+def _batches(envelopes: list[Envelope]) -> list[list[Envelope]]:
+    """Split envelopes into batches small enough for one message each (by payload size)."""
+    batches: list[list[Envelope]] = [[]]
+    size = 0
+    for envelope in envelopes:
+        weight = _weight(envelope)
+        if batches[-1] and (size + weight > _MAX_BATCH_BYTES or len(batches[-1]) >= MAX_BATCH):
+            batches.append([])
+            size = 0
+        batches[-1].append(envelope)
+        size += weight
+    return batches
+
+
+def _weight(envelope: Envelope) -> int:
+    body = envelope.body
+    payload = getattr(body, "payload", None) or getattr(body, "first_payload", None) or b""
+    return 256 + len(payload) + len(getattr(body, "exception", None) or b"")
+
 
 #: New drivers a worker may create beyond its live budget before admission waits for room.
 _ADMISSION_SLACK = 64
@@ -50,10 +76,8 @@ _ADMISSION_SLACK = 64
 class Publisher(Protocol):
     """The node's messaging, as a worker uses it (thread-safe methods)."""
 
-    def publish_envelopes(
-        self,
-        envelopes: Sequence[tuple[Envelope, bytes]],
-        done: Callable[[BaseException | None], None],
+    def publish(
+        self, messages: Sequence[Outgoing], done: Callable[[BaseException | None], None]
     ) -> None: ...
 
     def ack(self, deliveries: Sequence[Any]) -> None: ...
@@ -131,6 +155,8 @@ class WorkerPorts:
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        self._outbox: dict[str, list[Envelope]] = {}
+        self._outbox_done: list[Callable[[BaseException | None], None]] = []
 
     def _back(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the worker's thread (called from any thread).
@@ -168,12 +194,34 @@ class WorkerPorts:
     def send(
         self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
     ) -> None:
-        encoded = [(e, encode_envelope(e)) for e in envelopes]
+        # Held until the end of the worker's turn (flush), so that what the turn sends to one
+        # node travels as one message: a responder's Confirm, reply and End, say.
+        for envelope in envelopes:
+            self._outbox.setdefault(envelope.recipient, []).append(envelope)
+        self._outbox_done.append(done)
+
+    def flush(self) -> None:
+        """Publish what the turn sent (on the worker's thread, at the end of its turn)."""
+        if not self._outbox:
+            return
+        outbox, dones = self._outbox, self._outbox_done
+        self._outbox, self._outbox_done = {}, []
+        messages: list[Outgoing] = []
+        for recipient, envelopes in outbox.items():
+            for batch in _batches(envelopes):
+                if len(batch) == 1:
+                    (envelope,) = batch
+                    data = encode_envelope(envelope)
+                    messages.append(Outgoing(recipient, envelope.sender, envelope.id, data))
+                else:
+                    batch_id, data = encode_batch(batch)
+                    messages.append(Outgoing(recipient, batch[0].sender, batch_id, data))
 
         def published(error: BaseException | None) -> None:
-            self._back(lambda: done(error))
+            for done in dones:
+                self._back(functools.partial(done, error))
 
-        self._services.publisher.publish_envelopes(encoded, published)
+        self._services.publisher.publish(messages, published)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
         self._services.publisher.ack(deliveries)
@@ -215,6 +263,7 @@ class FlowWorker(Actor):
         self.index = index
         self.services = services
         self.runtime: FlowRuntime | None = None
+        self.ports: WorkerPorts
         self._passivating: set[str] = set()
         #: Messages waiting for room: they need a new driver and the worker is at its budget.
         self._intake: deque[tuple[Envelope, Any]] = deque()
@@ -225,10 +274,11 @@ class FlowWorker(Actor):
 
     def on_start(self) -> None:
         store = SqliteStore(self.services.db_path, readonly=True)
+        self.ports = WorkerPorts(self.actor_ref, self.services)
         self.runtime = FlowRuntime(
             self.services.identity,
             store,
-            WorkerPorts(self.actor_ref, self.services),
+            self.ports,
             registry=self.services.registry,
             hospital=self.services.hospital,
         )
@@ -252,6 +302,7 @@ class FlowWorker(Actor):
             self._admit(runtime)
         finally:
             runtime.in_turn = False
+            self.ports.flush()
         return None
 
     def _handle(self, runtime: FlowRuntime, message: Any) -> None:

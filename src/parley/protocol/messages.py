@@ -13,6 +13,7 @@ message id (see :mod:`parley.protocol.ids`) that also travels as the ``Nats-Msg-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -143,6 +144,59 @@ def encode_envelope(envelope: Envelope) -> bytes:
     )
 
 
+#: The ``kind`` of a message that carries several envelopes for the same recipient.
+BATCH = "batch"
+#: Most envelopes one batch may carry.
+MAX_BATCH = 1000
+
+
+def encode_batch(envelopes: Sequence[Envelope]) -> tuple[str, bytes]:
+    """Encode envelopes from one sender to one recipient as one message; returns its id and bytes.
+
+    The batch is a map like an envelope whose ``body`` is the list of the encoded envelopes; each
+    keeps its own id (and receivers deduplicate each by its sequence number).
+    """
+    first, last = envelopes[0], envelopes[-1]
+    batch_id = f"{first.id}+{last.id}+{len(envelopes)}"
+    data = codec.encode(
+        {
+            "v": WIRE_VERSION,
+            "id": batch_id,
+            "sender": first.sender,
+            "recipient": first.recipient,
+            "kind": BATCH,
+            "body": [encode_envelope(e) for e in envelopes],
+        }
+    )
+    return batch_id, data
+
+
+def decode_envelopes(data: bytes, *, max_size: int = codec.DEFAULT_MAX_SIZE) -> list[Envelope]:
+    """Decode a message: one envelope, or a batch of them (see :func:`encode_batch`).
+
+    Raises:
+        DeserializationError: not a well-formed envelope or batch (nothing else is raised).
+    """
+    raw: Any = codec.decode(data, max_size=max_size)
+    if not (isinstance(raw, dict) and raw.get("kind") == BATCH):
+        return [_envelope_from(raw)]
+    _check_header(raw)
+    body = raw.get("body")
+    if not isinstance(body, list) or not body or len(body) > MAX_BATCH:
+        raise DeserializationError(f"a batch must carry 1 to {MAX_BATCH} envelopes")
+    envelopes = []
+    for item in body:
+        if not isinstance(item, bytes):
+            raise DeserializationError(
+                f"a batch carries encoded envelopes, not {type(item).__name__}"
+            )
+        envelope = decode_envelope(item, max_size=max_size)
+        if (envelope.sender, envelope.recipient) != (raw["sender"], raw["recipient"]):
+            raise DeserializationError("an envelope in a batch has another sender or recipient")
+        envelopes.append(envelope)
+    return envelopes
+
+
 def decode_envelope(data: bytes, *, max_size: int = codec.DEFAULT_MAX_SIZE) -> Envelope:
     """Decode and validate an envelope.
 
@@ -150,14 +204,24 @@ def decode_envelope(data: bytes, *, max_size: int = codec.DEFAULT_MAX_SIZE) -> E
         DeserializationError: the bytes are not a well-formed envelope of this wire version (the
             message says what is wrong). Nothing else is raised.
     """
-    raw: Any = codec.decode(data, max_size=max_size)
-    if not isinstance(raw, dict):
-        raise DeserializationError(f"envelope must be a map, got {type(raw).__name__}")
+    return _envelope_from(codec.decode(data, max_size=max_size))
+
+
+def _check_header(raw: dict[str, Any]) -> None:
     if raw.get("v") != WIRE_VERSION:
         raise DeserializationError(f"unsupported envelope version {raw.get('v')!r}")
     for key in ("id", "sender", "recipient", "kind"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise DeserializationError(f"envelope field {key!r} must be a non-empty string")
+    if set(raw) != {"v", "id", "sender", "recipient", "kind", "body"}:
+        extra = sorted(set(raw) - {"v", "id", "sender", "recipient", "kind", "body"})
+        raise DeserializationError(f"envelope has unexpected fields {extra}")
+
+
+def _envelope_from(raw: Any) -> Envelope:
+    if not isinstance(raw, dict):
+        raise DeserializationError(f"envelope must be a map, got {type(raw).__name__}")
+    _check_header(raw)
     body = raw.get("body")
     expected = KINDS.get(type(body))
     if expected is None:
@@ -166,9 +230,6 @@ def decode_envelope(data: bytes, *, max_size: int = codec.DEFAULT_MAX_SIZE) -> E
         raise DeserializationError(
             f"envelope kind {raw['kind']!r} does not match body {expected!r}"
         )
-    if set(raw) != {"v", "id", "sender", "recipient", "kind", "body"}:
-        extra = sorted(set(raw) - {"v", "id", "sender", "recipient", "kind", "body"})
-        raise DeserializationError(f"envelope has unexpected fields {extra}")
     message = cast(SessionMessage, body)
     _check_fields(message)
     return Envelope(id=raw["id"], sender=raw["sender"], recipient=raw["recipient"], body=message)
@@ -209,7 +270,9 @@ def _check_fields(body: SessionMessage) -> None:
 
 
 __all__ = [
+    "BATCH",
     "KINDS",
+    "MAX_BATCH",
     "WIRE_VERSION",
     "Confirm",
     "Data",
@@ -223,6 +286,8 @@ __all__ = [
     "Sequenced",
     "SessionMessage",
     "decode_envelope",
+    "decode_envelopes",
+    "encode_batch",
     "encode_envelope",
     "kind_of",
 ]

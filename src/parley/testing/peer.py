@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from parley.actors.messaging import NatsBridge, Outgoing
-from parley.protocol.messages import Envelope, SessionMessage, decode_envelope, encode_envelope
+from parley.protocol.messages import Envelope, SessionMessage, decode_envelopes, encode_envelope
 
 #: Messages per publish call (each call's messages are in flight together).
 _CHUNK = 2000
@@ -31,7 +31,8 @@ class HandPeer:
 
     def _received(self, items: list[tuple[bytes, Any]]) -> None:
         for data, _ in items:
-            self.inbox.put(decode_envelope(data))
+            for envelope in decode_envelopes(data):
+                self.inbox.put(envelope)
         self.bridge.ack([delivery for _, delivery in items])
 
     def publish_raw(self, recipient: str, data: bytes, msg_id: str, timeout: float = 30) -> None:
