@@ -77,8 +77,7 @@ def run_parked(quick: bool) -> list[dict[str, Any]]:
 
 
 def run_recovery(quick: bool) -> list[dict[str, Any]]:
-    # More flows are started than must be in flight: the first ones finish while the rest start.
-    return [{"bench": "recovery", **recovery.run(7_000 if quick else 14_000)}]
+    return [{"bench": "recovery", **recovery.run(5_000 if quick else 10_000)}]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -300,6 +300,10 @@ class FlowWorker(Actor):
             self._keep_under_budget(runtime)
             runtime.run_ready()  # the passivations just requested
             self._admit(runtime)
+        except Exception:
+            # A bug, not a flow's failure (those are events): log it and keep the worker, and
+            # with it every other flow of the shard, alive.
+            log.exception("worker %d failed handling %r", self.index, type(message).__name__)
         finally:
             runtime.in_turn = False
             self.ports.flush()
