@@ -112,3 +112,19 @@ class Parked(FlowLogic[None]):
     async def call(self) -> None:
         value = (await self.session.receive(int)).unwrap(int)
         await self.session.send(value + 1)
+
+
+@startable_by_rpc
+class Waits(FlowLogic[str]):
+    """Sleeps for a long time (until killed), or raises HospitalizeFlowException if asked."""
+
+    def __init__(self, seconds: float = 3600, observe: bool = False) -> None:
+        self.seconds, self.observe = seconds, observe
+
+    async def call(self) -> str:
+        await self.sleep(self.seconds)
+        if self.observe:
+            from parley import HospitalizeFlowException
+
+            raise HospitalizeFlowException("please look at this")
+        return "woke"

@@ -20,7 +20,9 @@ anything else                                 propagate: the flow fails, peers a
 from __future__ import annotations
 
 import contextlib
+import logging
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +58,9 @@ class HospitalPort(Protocol):
     def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None: ...
 
     def discharge(self, flow_id: str) -> None: ...
+
+
+log = logging.getLogger("parley.hospital")
 
 
 class Outcome(StrEnum):
@@ -107,11 +112,18 @@ def backoff(attempt: int, jitter: float) -> float:
 class Hospital:
     """Diagnoses errored flows and turns the diagnosis into the event that carries it out."""
 
-    def __init__(self, *, max_retries: int = 3, random: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_retries: int = 3,
+        random: Callable[[], float] | None = None,
+        max_records: int = 10_000,
+    ) -> None:
         self.max_retries = max_retries
         self._random = random or (lambda: 0.5)
         self._retries: dict[tuple[str, int, str], int] = {}
-        self.records: list[Admission] = []
+        #: The most recent admissions (older ones are dropped: the log has them all).
+        self.records: deque[Admission] = deque(maxlen=max_records)
 
     def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None:
         """Admit an errored flow; ``verdict(event, delay)`` is called with the outcome."""
@@ -123,6 +135,15 @@ class Hospital:
         assert state.errors is not None
         error = state.errors.errors[-1].exception
         diagnosis = self.diagnose(state, error)
+        log.warning(
+            "flow %s (%s) admitted with %s: %s -> %s by %s",
+            state.flow_id,
+            state.flow_class,
+            type(error).__name__,
+            error,
+            diagnosis.outcome,
+            diagnosis.staff,
+        )
         self.records.append(
             Admission(
                 time=now,

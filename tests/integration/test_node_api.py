@@ -1,0 +1,91 @@
+"""The Node's Python API on a real nats-server: client ids across restarts, kill, the hospital,
+and clear errors for misuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parley import FlowUsageError, KilledFlowException
+from parley.actors.natsserver import EmbeddedNatsServer
+from parley.node import Node, NodeConfig, NodeError
+from parley.protocol.records import FlowStatus
+from tests.integration.apps import Waits
+from tests.integration.nodes import wait_for
+
+pytestmark = pytest.mark.integration
+
+APPS = ["tests.integration.apps"]
+
+
+def config(tmp_path: Path, server: EmbeddedNatsServer) -> NodeConfig:
+    assert server.url is not None
+    return NodeConfig("alice", tmp_path / "alice", nats_url=server.url, apps=APPS)
+
+
+def test_a_client_id_returns_the_same_flow_and_its_result_also_after_a_restart(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        first = node.start_flow(Waits(0.05), client_id="order-1")
+        again = node.start_flow(Waits(999), client_id="order-1")
+        assert again.flow_id == first.flow_id
+        assert first.result(10) == "woke"
+        assert again.result(10) == "woke"
+    with Node(config(tmp_path, nats_server)) as node:
+        later = node.start_flow(Waits(999), client_id="order-1")
+        assert later.flow_id == first.flow_id
+        assert later.result(10) == "woke"
+        assert [f.status for f in node.flows()] == [FlowStatus.COMPLETED]
+
+
+def test_a_waiting_flow_can_be_killed_and_a_second_kill_says_so(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        handle = node.start_flow(Waits(3600))
+        assert node.kill_flow(handle.flow_id) is True
+        with pytest.raises(KilledFlowException):
+            handle.result(10)
+        assert node.kill_flow(handle.flow_id) is False
+        assert node.flows() == []
+
+
+def test_a_flow_asking_for_observation_is_hospitalized_and_recorded(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        handle = node.start_flow(Waits(0.01, observe=True))
+        records = wait_for(node.hospital_records, 10, "the hospital admission")
+        (record,) = records
+        assert record.flow_id == handle.flow_id
+        assert record.outcome == "observe"
+        assert "please look at this" in record.message
+        wait_for(
+            lambda: [f.status for f in node.flows()] == [FlowStatus.HOSPITALIZED],
+            10,
+            "the flow's status to be HOSPITALIZED",
+        )
+        assert not handle.done
+
+
+def test_a_flow_whose_arguments_cannot_be_stored_is_refused_at_start(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        with pytest.raises(FlowUsageError, match="can't be checkpointed"):
+            node.start_flow(Waits(object()))  # type: ignore[arg-type]
+        assert node.start_flow(Waits(0.01)).result(10) == "woke"
+
+
+def test_a_node_that_is_not_running_says_so(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    node = Node(config(tmp_path, nats_server))
+    with pytest.raises(NodeError, match="not running"):
+        node.start_flow(Waits(0.01))
+    node.start()
+    node.stop()
+    with pytest.raises(NodeError, match="not running"):
+        node.kill_flow("nothing")
