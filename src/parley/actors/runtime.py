@@ -311,12 +311,6 @@ class FlowRuntime:
         self._reject(envelope, envelope.body, f"Don't know {envelope.body.flow_class}", delivery)
         return True
 
-    def retry_held_inits(self) -> None:
-        """Try the held session-inits again (an app may have been deployed)."""
-        held, self.held_inits = self.held_inits, {}
-        for envelope, delivery in held.values():
-            self.deliver(envelope, delivery)
-
     def _ack(self, delivery: object) -> None:
         if delivery is not None:
             try:
