@@ -89,3 +89,16 @@ def test_a_node_that_is_not_running_says_so(
     node.stop()
     with pytest.raises(NodeError, match="not running"):
         node.kill_flow("nothing")
+
+
+def test_a_node_without_a_nats_url_runs_its_own_server_and_stops_it(tmp_path: Path) -> None:
+    node = Node(NodeConfig("solo", tmp_path / "solo", apps=APPS))
+    with node:
+        assert node.nats is not None
+        pid = node.nats.pid
+        assert pid is not None
+        assert node.url is not None
+        assert node.url.startswith("nats://127.0.0.1:")
+        assert node.start_flow(Waits(0.01)).result(10) == "woke"
+    assert not node.running
+    assert not Path(f"/proc/{pid}").exists()  # stopped by PID
