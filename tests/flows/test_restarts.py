@@ -195,3 +195,21 @@ def test_replaying_a_flow_whose_code_changed_fails_with_non_determinism() -> Non
 
 def test_non_determinism_is_an_error_of_the_flows_author() -> None:
     assert issubclass(NonDeterministicFlowError, Exception)
+
+
+def test_an_undecodable_checkpoint_is_kept_for_observation_and_harms_no_other_flow() -> None:
+    net = MockNetwork(auto_advance=False)
+    alice, _ = net.create_node("alice"), net.create_node("bob")
+    broken = alice.start_flow(Changeable("bob"))
+    fine = alice.start_flow(Changeable("bob"))
+    net.run_network()
+    # corrupt one checkpoint, as a bad disk (or a bad upgrade) would
+    alice.store._conn.execute(
+        "UPDATE flow_header SET header = x'ff00ff' WHERE flow_id = ?", (broken.flow_id,)
+    )
+    net.restart_node(alice)
+    net.advance_clock(100)
+    assert fine.result() == "reply"
+    (summary,) = alice.store.list_flows()
+    assert summary.flow_id == broken.flow_id
+    assert summary.status is FlowStatus.HOSPITALIZED
