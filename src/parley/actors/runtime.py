@@ -212,15 +212,16 @@ class FlowRuntime:
         return None
 
     # ---- inbound messages -----------------------------------------------------------------
-    def receive(self, data: bytes, delivery: object) -> None:
-        """An envelope arrived for this node (raw bytes from the transport)."""
+    def receive(self, data: bytes, delivery: object) -> Envelope | None:
+        """An envelope arrived for this node (raw bytes); returns it, or None if undecodable."""
         try:
             envelope = decode_envelope(data)
         except DeserializationError as exc:
             log.warning("dropping an undecodable message (%d bytes): %s", len(data), exc)
             self._ack(delivery)
-            return
+            return None
         self.deliver(envelope, delivery)
+        return envelope
 
     def deliver(self, envelope: Envelope, delivery: object) -> None:
         body = envelope.body

@@ -28,7 +28,7 @@ from parley.actors.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
 from parley.protocol.errors import ParleyError
-from parley.protocol.messages import Envelope, SessionMessage, decode_envelope, encode_envelope
+from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
 from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
@@ -208,12 +208,11 @@ class MockNode:
             return False
         delivery, data = self.queue.popleft()
         self.in_flight[delivery] = data
-        envelope = _decoded(data)
+        envelope = self.runtime.receive(data, delivery)
         if envelope is not None:
             self.network.transfers.append(
                 Transfer(envelope.sender, envelope.recipient, envelope.body, envelope.id)
             )
-        self.runtime.receive(data, delivery)
         return True
 
     def _work_one(self) -> bool:
@@ -344,13 +343,6 @@ class MockNetwork:
     def transfers_between(self, a: str, b: str) -> list[Transfer]:
         """The delivered messages between two nodes, both directions, in order."""
         return [t for t in self.transfers if {t.sender, t.recipient} == {a, b}]
-
-
-def _decoded(data: bytes) -> Envelope | None:
-    try:
-        return decode_envelope(data)
-    except ParleyError:
-        return None
 
 
 __all__ = ["FlowStillRunning", "MockFlowHandle", "MockNetwork", "MockNode", "Transfer"]

@@ -35,7 +35,7 @@ from parley.protocol.actions import (
 )
 from parley.protocol.errors import FlowUsageError, UnexpectedFlowEndException
 from parley.protocol.evolve import replace
-from parley.protocol.messages import Data, End, Envelope
+from parley.protocol.messages import Data, Envelope
 from parley.protocol.requests import (
     CloseSessions,
     Execute,
@@ -214,4 +214,4 @@ def _start_once(
     return with_sends(Transition(state, (action,)), envelopes)
 
 
-__all__ = ["MISMATCHED_END", "End", "pending_work", "with_sends"]
+__all__ = ["MISMATCHED_END", "pending_work", "with_sends"]
