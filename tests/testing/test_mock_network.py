@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+from pathlib import Path
 
 import cbor2
 import pytest
 
+from parley import FlowLogic
 from parley.apps.pingpong import Ping, PingAll
 from parley.protocol import codec
 from parley.protocol.messages import Data, Envelope, encode_envelope
@@ -125,3 +129,89 @@ def test_a_passivated_flow_comes_back_when_its_message_arrives(net: MockNetwork)
     net.create_node("late")
     assert handle.result() == 5
     assert alice.store.list_flows() == []
+
+
+CALLS: list[int] = []
+
+
+def triple(n: int) -> int:
+    CALLS.append(n)
+    return 3 * n
+
+
+class Tripler(FlowLogic[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    async def call(self) -> int:
+        return await self.execute(triple, self.n)
+
+
+def test_held_operations_leave_their_flows_on_execute_until_released(
+    nodes: tuple[MockNode, MockNode, MockNode],
+) -> None:
+    alice = nodes[0]
+    CALLS.clear()
+    alice.hold_operations()
+    first, second = alice.start_flow(Tripler(1)), alice.start_flow(Tripler(2))
+    alice.network.run_network()
+    assert (first.done, second.done, CALLS) == (False, False, [])
+    assert alice.release_operations(1) == 1
+    assert first.result() == 3
+    assert not second.done, "the second operation is still held"
+    alice.hold_operations(False)
+    assert second.result() == 6
+    assert CALLS == [1, 2]
+
+
+def test_an_operation_held_when_its_node_restarts_runs_after_the_restore(
+    net: MockNetwork, nodes: tuple[MockNode, MockNode, MockNode]
+) -> None:
+    alice = nodes[0]
+    CALLS.clear()
+    alice.hold_operations()
+    handle = alice.start_flow(Tripler(5), client_id="t5")
+    net.run_network()
+    net.restart_node(alice)
+    alice.hold_operations(False)
+    net.run_network()
+    assert alice.outcomes[handle.flow_id] == (True, 15)
+    assert CALLS == [5]
+
+
+def test_nodes_on_a_data_dir_keep_their_flows_in_files_and_restore_them(tmp_path: Path) -> None:
+    first = MockNetwork(data_dir=tmp_path, auto_advance=False)
+    alice, bob = first.create_node("alice"), first.create_node("bob")
+    handle = alice.start_flow(Ping("bob", 1), client_id="ping")
+    first.run_network(max_steps=1)  # the init is sent, not yet answered
+    assert (tmp_path / "alice.sqlite").exists()
+    assert [f.flow_id for f in alice.store.list_flows()] == [handle.flow_id]
+    alice.store.close()
+    bob.store.close()
+    second = MockNetwork(data_dir=tmp_path)
+    alice, bob = second.create_node("alice"), second.create_node("bob")
+    second.run_network()
+    assert alice.outcomes[handle.flow_id] == (True, 2)
+
+
+class Napper(FlowLogic[None]):
+    async def call(self) -> None:
+        await self.sleep(60)
+
+
+class NapInside(FlowLogic[None]):
+    async def call(self) -> None:
+        await self.sub_flow(Napper())
+
+
+def test_a_network_dropped_with_flows_inside_sub_flows_is_collected_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    net = MockNetwork(auto_advance=False)
+    net.create_node("alice").start_flow(NapInside())
+    net.run_network()
+    del net
+    gc.collect()
+    assert unraisable == []

@@ -140,8 +140,12 @@ class FlowLogic(Generic[T]):
         ctx.enter_subflow(frame)
         try:
             result = await flow.call()
-        finally:
+        except GeneratorExit:
+            raise  # the coroutine is being discarded (or collected): there is nothing to record
+        except BaseException:
             ctx.leave_subflow()
+            raise
+        ctx.leave_subflow()
         if child is not None and not child.has_ended:
             child.current_step = ProgressTracker.DONE
         return result

@@ -8,6 +8,13 @@ and :meth:`MockNetwork.restart_node` puts the un-acked ones back, as a broker wo
 Nothing runs until you pump: :meth:`MockNetwork.run_network` goes round the nodes in creation order,
 delivering one message to each and then running that node's work until it is idle, until no node has
 anything left. Time is virtual: when everything is idle, the clock jumps to the next timer.
+
+By default each node's store is an in-memory database. With ``MockNetwork(data_dir=DIR)`` node
+``N`` keeps it in ``DIR/N.sqlite`` instead, and a node created on a file that already holds flows
+restores them, as a real node does when it starts: this is how a test runs a database that an
+earlier version of the code (or a real node) wrote. External operations run when the pump reaches
+them, unless the node holds them (:meth:`MockNode.hold_operations`), which leaves the flows that
+started them suspended on ``execute`` until :meth:`MockNode.release_operations`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar, cast
 
@@ -136,7 +144,11 @@ class _Ports:
             else:
                 done(True, value)
 
-        self.call_soon(run)
+        if self.node.held_operations is not None:
+            if self.generation == self.node.generation:
+                self.node.held_operations.append(run)
+        else:
+            self.call_soon(run)
 
     def now(self) -> datetime:
         return self.node.network.now
@@ -151,21 +163,34 @@ class _Ports:
 class MockNode:
     """One node of a :class:`MockNetwork`."""
 
-    def __init__(self, network: MockNetwork, name: str, registry: FlowRegistry, seed: int) -> None:
+    def __init__(
+        self,
+        network: MockNetwork,
+        name: str,
+        registry: FlowRegistry,
+        seed: int,
+        path: Path | None = None,
+    ) -> None:
         self.network = network
         self.name = name
         self.registry = registry
         self.rng = random_module.Random(seed)
-        self.store = SqliteStore(":memory:")
+        #: Where the node's database lives (``None``: in memory).
+        self.path = path
+        self.store = SqliteStore(path if path is not None else ":memory:")
         self.queue: deque[tuple[int, bytes]] = deque()
         self.in_flight: dict[int, bytes] = {}
         self.work: deque[Callable[[], None]] = deque()
         #: Outcome of every flow that ended on this node: ``(ok, value_or_exception)``.
         self.outcomes: dict[str, tuple[bool, object]] = {}
         self.generation = 0
+        #: External operations waiting for :meth:`release_operations` (``None``: not holding).
+        self.held_operations: list[Callable[[], None]] | None = None
         #: The node's flow hospital (kept across restarts so tests can read every admission).
         self.hospital = Hospital(random=self.rng.random)
         self.runtime = self._new_runtime()
+        if path is not None:
+            self.runtime.restore_all()  # a database written earlier: its flows carry on
 
     def _new_runtime(self) -> FlowRuntime:
         runtime = FlowRuntime(
@@ -197,6 +222,32 @@ class MockNode:
         """Ask a flow to leave memory (a waiting flow does; it comes back on its next event)."""
         self.runtime.passivate(flow_id)
 
+    def hold_operations(self, hold: bool = True) -> None:
+        """Hold external operations: they wait until :meth:`release_operations`.
+
+        Their flows stay suspended on ``execute``, so a test can restart the node while an
+        operation is outstanding, or snapshot the database at that point. ``hold=False`` releases
+        every held operation and stops holding.
+        """
+        if hold:
+            if self.held_operations is None:
+                self.held_operations = []
+        else:
+            self.release_operations()
+            self.held_operations = None
+
+    def release_operations(self, count: int | None = None) -> int:
+        """Run the first ``count`` held operations (all by default) at the pump's next turn.
+
+        Operations started later are held too, until ``hold_operations(False)``. Returns how many
+        were released.
+        """
+        held = self.held_operations or []
+        released = held[:count] if count is not None else list(held)
+        del held[: len(released)]
+        self.work.extend(released)
+        return len(released)
+
     @property
     def live_flows(self) -> list[str]:
         """Ids of the flows in memory on this node."""
@@ -226,6 +277,8 @@ class MockNode:
             driver.close()
         self.generation += 1
         self.work.clear()
+        if self.held_operations is not None:
+            self.held_operations.clear()  # they died with the node; the restored flows redo them
         redeliver = sorted(self.in_flight.items())
         self.in_flight.clear()
         self.queue.extendleft(reversed(redeliver))
@@ -245,8 +298,11 @@ class MockNetwork:
         start: datetime | None = None,
         seed: int = 0,
         auto_advance: bool = True,
+        data_dir: Path | None = None,
     ) -> None:
         self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        #: Where the nodes keep their databases (``None``: in memory).
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.seed = seed
         self.auto_advance = auto_advance
         self.nodes: dict[str, MockNode] = {}
@@ -271,7 +327,8 @@ class MockNetwork:
             raise ValueError(f"a node called {name!r} already exists")
         if registry is None:
             registry = FlowRegistry.from_apps(apps) if apps is not None else FlowRegistry.default()
-        node = MockNode(self, name, registry, self.seed + len(self.nodes))
+        path = self.data_dir / f"{name}.sqlite" if self.data_dir is not None else None
+        node = MockNode(self, name, registry, self.seed + len(self.nodes), path)
         node.queue.extend(self._pending.pop(name, deque()))
         self.nodes[name] = node
         return node
