@@ -13,8 +13,8 @@ from typing import Any
 
 from bench.common import closed_loop
 from bench.flows import Local3
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.node import Node, NodeConfig
+from parley.transport.natsserver import EmbeddedNatsServer
 
 
 def drive(node: Node, flows: int, in_flight: int) -> dict[str, float]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import NodeProcess, proc_status, query, wait_until
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.protocol import codec, ids
 from parley.protocol.messages import Confirm, Data, Init, SessionMessage
 from parley.testing import HandPeer
+from parley.transport.natsserver import EmbeddedNatsServer
 
 PARK = "bench.flows:Park"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import NodeProcess, closed_loop
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.apps.pingpong import Ping
 from parley.node import Node, NodeConfig
+from parley.transport.natsserver import EmbeddedNatsServer
 
 
 def drive(node: Node, peer: str, flows: int, in_flight: int) -> dict[str, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, NodeProcess, _env, query, wait_until
-from parley.actors.natsserver import EmbeddedNatsServer
+from parley.transport.natsserver import EmbeddedNatsServer
 
 
 def run(count: int, *, steps: int = 3) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import argparse
 import functools
 import importlib
 import json
+import os
 import platform
 import statistics
 import time
@@ -125,8 +126,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 

@@ -23,6 +23,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -36,23 +37,26 @@ from typing import Any, Self, TypeVar
 
 import pykka
 
-from parley.actors.hospital import ActorHospital, Admission, Hospital, HospitalActor
-from parley.actors.logcontext import install as install_logging
+from parley.actors.hospital import ActorHospital, HospitalActor
 from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
-from parley.actors.messaging import NatsBridge, Outgoing
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
-from parley.actors.router import SessionRouter, resolve_acks, shard_of
-from parley.actors.runtime import FlowHandle, client_flow_id
-from parley.actors.timers import TimerService
-from parley.actors.worker import FlowWorker, KillFlow, StartFlow, WorkerServices
+from parley.actors.worker import Deliver, FlowWorker, KillFlow, StartFlow, WorkerServices
+from parley.engine.handles import FlowHandle, client_flow_id, shard_of
+from parley.engine.hospital import Admission, Hospital
+from parley.engine.logcontext import install as install_logging
+from parley.engine.outbox import Outgoing
+from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
+from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus
 from parley.store import FlowSummary, SqliteStore
+from parley.transport.bridge import NatsBridge
+from parley.transport.natsserver import EmbeddedNatsServer
+from parley.transport.router import SessionRouter, resolve_acks
 
 T = TypeVar("T")
 log = logging.getLogger("parley.node")
@@ -202,7 +206,9 @@ class Node:
         )
         self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
         self._actors.extend(self._workers)
-        self._router = SessionRouter(self._workers, messaging.ack, max_size=config.max_message_size)
+        self._router = SessionRouter(
+            len(self._workers), self._deliver, messaging.ack, max_size=config.max_message_size
+        )
         self._manager = FlowManager.start(self._workers, self.db_path)
         self._actors.append(self._manager)
         reply: Future[list[Future[int]]] = Future()
@@ -222,6 +228,13 @@ class Node:
         router = self._router
         if router is not None:
             router.route(items)
+
+    def _deliver(self, shard: int, items: tuple[tuple[Envelope, Any], ...]) -> None:
+        """The router's hand-over to a worker (on the NATS loop thread: never blocks)."""
+        workers = self._workers
+        if workers:
+            with contextlib.suppress(pykka.ActorDeadError):  # stopping: redelivered next start
+                workers[shard].tell(Deliver(items))
 
     def _release_held(self) -> None:
         with self._held_lock:

@@ -16,6 +16,7 @@ from parley import (
     IdempotentFlow,
     KilledFlowException,
     ProgressTracker,
+    SerializationError,
     Step,
     UnexpectedFlowEndException,
     UnexpectedPayloadError,
@@ -205,8 +206,6 @@ class ReturnsUnencodable(FlowLogic[None]):
 def test_an_operation_result_that_cant_be_recorded_fails_at_the_execute_call(
     alice: MockNode,
 ) -> None:
-    from parley import SerializationError
-
     with pytest.raises(SerializationError, match="object"):
         alice.start_flow(ReturnsUnencodable()).result()
 

@@ -22,11 +22,12 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
-from parley.actors.handles import client_flow_id
+from parley.engine.handles import client_flow_id
 from parley.flows.registry import FlowRegistry
 from parley.protocol import codec
 from parley.protocol.errors import HospitalizeFlowException, UnexpectedFlowEndException
@@ -93,8 +94,6 @@ def wire_fixtures() -> dict[str, bytes]:
 
 def value_fixtures() -> dict[str, bytes]:
     """Journal entries and codec values of every whitelisted kind."""
-    from datetime import UTC, date, datetime, timedelta, timezone
-
     values: dict[str, object] = {
         "scalars": [None, True, False, 0, -1, 2**64, -(2**70), 1.5, "ünïcode", b"\x00\xff"],
         "containers": {

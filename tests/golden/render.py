@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import sqlite3
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -79,8 +80,6 @@ def render_exception(error: BaseException) -> JSON:
 
 def render_database(path: str) -> JSON:
     """Every row of a node database that a restore depends on, decoded (timestamps left out)."""
-    import sqlite3  # tests may read the file directly: the point is to see what is stored
-
     conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
         return _render_tables(conn)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.actors.handles import client_flow_id
+from parley.engine.handles import client_flow_id
 from parley.flows.registry import FlowRegistry
 from parley.protocol import codec
 from parley.protocol.messages import decode_envelopes, encode_batch, encode_envelope

@@ -11,7 +11,14 @@ import signal
 import threading
 from pathlib import Path
 
-from parley import FlowLogic, FlowSession, initiated_by, initiating_flow, startable_by_rpc
+from parley import (
+    FlowLogic,
+    FlowSession,
+    HospitalizeFlowException,
+    initiated_by,
+    initiating_flow,
+    startable_by_rpc,
+)
 
 MIGRATIONS = [
     "CREATE TABLE IF NOT EXISTS effects (side TEXT NOT NULL, round INTEGER NOT NULL)",
@@ -124,7 +131,5 @@ class Waits(FlowLogic[str]):
     async def call(self) -> str:
         await self.sleep(self.seconds)
         if self.observe:
-            from parley import HospitalizeFlowException
-
             raise HospitalizeFlowException("please look at this")
         return "woke"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.apps.pingpong import Ping, PingAll
 from parley.node import Node, NodeConfig
+from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.apps import Rounds
 from tests.integration.nodes import node_process, rows, run_flow_process, wait_for
 

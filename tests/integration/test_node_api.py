@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from parley import FlowUsageError, KilledFlowException
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.node import Node, NodeConfig, NodeError
 from parley.protocol.records import FlowStatus
+from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.apps import Waits
 from tests.integration.nodes import wait_for
 

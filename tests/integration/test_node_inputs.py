@@ -3,6 +3,7 @@ input, and passivation of thousands of waiting flows."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import nats
 import pytest
 
-from parley.actors.natsserver import EmbeddedNatsServer
 from parley.apps.pingpong import Ping
 from parley.node import Node, NodeConfig
 from parley.protocol import codec, ids
@@ -28,6 +29,7 @@ from parley.protocol.messages import (
     encode_envelope,
 )
 from parley.testing import HandPeer
+from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.nodes import rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -143,16 +145,12 @@ def _consumer_drained(nats_server: EmbeddedNatsServer, node: str) -> bool:
     result: Future[bool] = Future()
 
     async def check() -> None:
-        import nats
-
         nc = await nats.connect(nats_server.url)
         try:
             info = await nc.jetstream().consumer_info(f"PARLEY_{node}", f"parley-{node}")
             result.set_result(info.num_ack_pending == 0 and info.num_pending == 0)
         finally:
             await nc.close()
-
-    import asyncio
 
     thread = threading.Thread(target=lambda: asyncio.run(check()))
     thread.start()

@@ -4,6 +4,7 @@ ProtocolViolation — nothing else — and never mutates the state it was given.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -141,8 +142,6 @@ def test_any_event_sequence_transitions_or_raises_protocol_violation(
 @settings(max_examples=200, deadline=None)
 @given(initial_states(), st.lists(events, max_size=30))
 def test_a_removed_flow_ignores_every_event(state: FlowState, sequence: list[Event]) -> None:
-    from dataclasses import replace
-
     removed = replace(state, removed=True)
     for event in sequence:
         result = transition(removed, event)

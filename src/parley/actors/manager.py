@@ -20,8 +20,8 @@ from typing import Any
 import pykka
 
 from parley.actors.base import Actor
-from parley.actors.router import shard_of
 from parley.actors.worker import Inspect, RestoreFlows
+from parley.engine.handles import shard_of
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.manager")
@@ -46,9 +46,6 @@ class FlowManager(Actor):
         super().__init__()
         self.workers = workers
         self.db_path = db_path
-
-    def _worker_for(self, flow_id: str) -> pykka.ActorRef[Any]:
-        return self.workers[shard_of(flow_id, len(self.workers))]
 
     def on_receive(self, message: Any) -> Any:
         match message:

@@ -2,7 +2,7 @@
 
 pykka gives every actor an OS thread, so flows are not actors of their own: a node runs a small,
 fixed number of workers and shards flows across them by flow id. A worker owns a
-:class:`~parley.actors.runtime.FlowRuntime`, whose drivers are the flow actors (one mailbox each,
+:class:`~parley.engine.runtime.FlowRuntime`, whose drivers are the flow actors (one mailbox each,
 events of one flow processed in order). Everything a flow's actions do to the world goes through
 :class:`WorkerPorts`, and every answer (commit done, message published, timer fired, operation
 finished) comes back to the worker as a :class:`Call` message, so flows only ever run on their
@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,42 +32,19 @@ from typing import Any, Protocol
 import pykka
 
 from parley.actors.base import Actor
-from parley.actors.hospital import HospitalPort
-from parley.actors.messaging import Outgoing
 from parley.actors.persistence import Commit
-from parley.actors.runtime import FlowHandle, FlowRuntime, flow_id_for
-from parley.actors.timers import TimerService
+from parley.engine.handles import FlowHandle, flow_id_for
+from parley.engine.hospital import HospitalPort
+from parley.engine.outbox import Outgoing, messages_for
+from parley.engine.runtime import FlowRuntime
+from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
-from parley.protocol.messages import MAX_BATCH, Envelope, encode_batch, encode_envelope
+from parley.protocol.messages import Envelope
 from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.worker")
-
-#: Largest message a worker builds from a batch of envelopes (well under NATS' 1 MiB payload).
-_MAX_BATCH_BYTES = 256 * 1024
-
-
-def _batches(envelopes: list[Envelope]) -> list[list[Envelope]]:
-    """Split envelopes into batches small enough for one message each (by payload size)."""
-    batches: list[list[Envelope]] = [[]]
-    size = 0
-    for envelope in envelopes:
-        weight = _weight(envelope)
-        if batches[-1] and (size + weight > _MAX_BATCH_BYTES or len(batches[-1]) >= MAX_BATCH):
-            batches.append([])
-            size = 0
-        batches[-1].append(envelope)
-        size += weight
-    return batches
-
-
-def _weight(envelope: Envelope) -> int:
-    body = envelope.body
-    payload = getattr(body, "payload", None) or getattr(body, "first_payload", None) or b""
-    return 256 + len(payload) + len(getattr(body, "exception", None) or b"")
-
 
 #: New drivers a worker may create beyond its live budget before admission waits for room.
 _ADMISSION_SLACK = 64
@@ -143,7 +120,6 @@ class WorkerServices:
     hospital: HospitalPort
     live_budget: int = 10_000
     passivate_after: float = 60.0
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerPorts:
@@ -206,16 +182,7 @@ class WorkerPorts:
             return
         outbox, dones = self._outbox, self._outbox_done
         self._outbox, self._outbox_done = {}, []
-        messages: list[Outgoing] = []
-        for recipient, envelopes in outbox.items():
-            for batch in _batches(envelopes):
-                if len(batch) == 1:
-                    (envelope,) = batch
-                    data = encode_envelope(envelope)
-                    messages.append(Outgoing(recipient, envelope.sender, envelope.id, data))
-                else:
-                    batch_id, data = encode_batch(batch)
-                    messages.append(Outgoing(recipient, batch[0].sender, batch_id, data))
+        messages = messages_for(outbox)
 
         def published(error: BaseException | None) -> None:
             for done in dones:

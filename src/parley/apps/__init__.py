@@ -1,1 +1,5 @@
-"""Sample apps shipped with Parley: ping-pong (tests, docs, benchmarks) and a two-party trade."""
+"""Sample apps shipped with Parley, written against the public API: ping-pong (tests, docs,
+benchmarks).
+"""
+
+__all__: list[str] = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import tomllib
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -82,10 +84,10 @@ def node_run(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a node until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
-    import logging
-
-    from parley.actors.logcontext import install
-    from parley.node import Node, NodeConfig
+    # Imported here, not at the top: the node pulls in pykka, NATS and SQLite, and `parley --help`
+    # and shell completion should not pay for them.
+    from parley.engine.logcontext import install  # noqa: PLC0415
+    from parley.node import Node, NodeConfig  # noqa: PLC0415
 
     settings: dict[str, Any] = load_config(config) if config else {}
     flags = {
@@ -142,8 +144,6 @@ def node_run(
 @app.command()
 def version() -> None:
     """Print Parley's version."""
-    from importlib.metadata import version as dist_version
-
     typer.echo(dist_version("parley-flows"))
 
 

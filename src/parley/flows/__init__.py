@@ -11,7 +11,6 @@ from parley.flows.registry import (
     flow_class_named,
     initiated_by,
     initiating_flow,
-    is_startable_by_rpc,
     startable_by_rpc,
 )
 from parley.flows.session import FlowSession, UntrustworthyData
@@ -35,6 +34,5 @@ __all__ = [
     "flow_class_named",
     "initiated_by",
     "initiating_flow",
-    "is_startable_by_rpc",
     "startable_by_rpc",
 ]

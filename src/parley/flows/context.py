@@ -3,7 +3,7 @@
 Flow objects (:class:`~parley.flows.logic.FlowLogic`, :class:`~parley.flows.session.FlowSession`)
 turn API calls into either *immediate* calls on a :class:`FlowContext` (answered at once, while the
 flow's code runs) or *requests* the coroutine yields (:class:`Suspend`), answered when the flow is
-resumed. The driver in :mod:`parley.actors.driver` implements the context.
+resumed. The driver in :mod:`parley.engine.driver` implements the context.
 """
 
 from __future__ import annotations

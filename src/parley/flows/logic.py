@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from parley.flows.context import FlowContext, suspend
+from parley.flows.marks import FLOW_CLASSES, frame_for
 from parley.flows.progress import ProgressTracker, tracker_of
-from parley.flows.registry import FLOW_CLASSES, frame_for
 from parley.flows.session import FlowSession, UntrustworthyData, checked
 from parley.protocol import codec
 from parley.protocol.errors import FlowUsageError, type_name
@@ -195,6 +195,9 @@ class IdempotentFlow(FlowLogic[T]):
     If the node fails while it runs, it is replayed from the checkpoint before it. Use it for
     flows whose effects are idempotent (their sends are deduplicated by the receiver).
     """
+
+    #: Read by :func:`~parley.flows.marks.frame_for` (the name is ``marks.IDEMPOTENT_MARK``).
+    _parley_idempotent: ClassVar[bool] = True
 
 
 def _unique(sessions: Sequence[FlowSession]) -> None:

@@ -16,20 +16,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
+from parley.flows.logic import FlowLogic
+from parley.flows.marks import (
+    DECLARED_RESPONDERS,
+    FLOW_CLASSES,
+    INITIATING_MARK,
+    RPC_MARK,
+    flow_version,
+    initiating_class,
+)
 from parley.protocol.errors import FlowUsageError, ParleyError, type_name
-from parley.protocol.state import SubFlowFrame
-
-if TYPE_CHECKING:
-    from parley.flows.logic import FlowLogic
 
 F = TypeVar("F", bound=type)
-
-#: Every FlowLogic subclass imported in this process, by stable name.
-FLOW_CLASSES: dict[str, type[FlowLogic[Any]]] = {}
-#: Responders declared with ``@initiated_by``: initiating flow name -> responder class.
-DECLARED_RESPONDERS: dict[str, type[FlowLogic[Any]]] = {}
 
 
 class SessionInitRejected(ParleyError):
@@ -41,19 +41,6 @@ class UnknownFlowClass(SessionInitRejected):
 
     The hospital keeps such inits for observation: deploy the app and retry, or kill the init.
     """
-
-
-def initiating_class(cls: type) -> type | None:
-    """The class in ``cls``'s hierarchy that carries ``@initiating_flow``, if any."""
-    for klass in cls.__mro__:
-        if "_parley_initiating" in klass.__dict__:
-            return klass
-    return None
-
-
-def flow_version(cls: type) -> int:
-    klass = initiating_class(cls)
-    return int(klass.__dict__["_parley_initiating"]) if klass is not None else 1
 
 
 @overload
@@ -77,7 +64,7 @@ def initiating_flow(cls: F | None = None, /, *, version: int = 1) -> F | Callabl
                 f"{type_name(klass)} is annotated with @initiating_flow but already inherits it "
                 f"from {type_name(inherited)}: a flow hierarchy may carry @initiating_flow once"
             )
-        klass._parley_initiating = version  # type: ignore[attr-defined]
+        setattr(klass, INITIATING_MARK, version)
         return klass
 
     return mark(cls) if cls is not None else mark
@@ -98,7 +85,6 @@ def initiated_by(initiator: type) -> Callable[[F], F]:
     def register(klass: F) -> F:
         _require_flow(klass, "@initiated_by")
         DECLARED_RESPONDERS[type_name(initiating)] = klass
-        klass._parley_initiated_by = type_name(initiating)  # type: ignore[attr-defined]
         return klass
 
     return register
@@ -107,32 +93,13 @@ def initiated_by(initiator: type) -> Callable[[F], F]:
 def startable_by_rpc(cls: F) -> F:
     """Allow clients (CLI, RPC) to start this flow by name."""
     _require_flow(cls, "@startable_by_rpc")
-    cls._parley_rpc = True  # type: ignore[attr-defined]
+    setattr(cls, RPC_MARK, True)
     return cls
 
 
-def is_startable_by_rpc(cls: type) -> bool:
-    return bool(cls.__dict__.get("_parley_rpc", False))
-
-
 def _require_flow(klass: type, decorator: str) -> None:
-    from parley.flows.logic import FlowLogic
-
     if not (isinstance(klass, type) and issubclass(klass, FlowLogic)):
         raise FlowUsageError(f"{decorator} applies to FlowLogic subclasses, not {klass!r}")
-
-
-def frame_for(cls: type) -> SubFlowFrame:
-    """The sub-flow stack entry for a flow of class ``cls``."""
-    from parley.flows.logic import IdempotentFlow
-
-    initiating = initiating_class(cls)
-    return SubFlowFrame(
-        flow_class=type_name(cls),
-        initiating=type_name(initiating) if initiating is not None else None,
-        version=flow_version(cls),
-        idempotent=issubclass(cls, IdempotentFlow),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,18 +210,12 @@ def _resolve_loaded(name: str) -> object | None:
 
 
 __all__ = [
-    "DECLARED_RESPONDERS",
-    "FLOW_CLASSES",
     "FlowRegistry",
     "Responder",
     "SessionInitRejected",
     "UnknownFlowClass",
     "flow_class_named",
-    "flow_version",
-    "frame_for",
     "initiated_by",
-    "initiating_class",
     "initiating_flow",
-    "is_startable_by_rpc",
     "startable_by_rpc",
 ]

@@ -5,9 +5,10 @@ machine emits, atomically, and reads back what a restarting node needs. See
 :mod:`parley.store.schema` for the tables and :mod:`parley.store.sqlite` for the rules.
 """
 
+from parley.store.connection import classify_sqlite_error
 from parley.store.rows import FlowSummary, StoredFlow, StoredResult
 from parley.store.schema import SchemaVersionError
-from parley.store.sqlite import SqliteStore, classify_sqlite_error
+from parley.store.sqlite import SqliteStore
 
 __all__ = [
     "FlowSummary",

@@ -10,14 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING
 
 from parley.store import schema
+from parley.store.connection import Connection
 from parley.store.ops import first_keyword
 from parley.store.schema import SchemaVersionError
-
-if TYPE_CHECKING:
-    from parley.store.sqlite import Connection
 
 #: Statements a migration must not contain: they would end the migration's transaction.
 TRANSACTION_KEYWORDS = frozenset(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, assert_never
+from typing import assert_never
 
 from parley.protocol.records import (
     DeleteFlow,
@@ -22,9 +22,7 @@ from parley.protocol.records import (
     StoreOp,
 )
 from parley.store import schema
-
-if TYPE_CHECKING:
-    from parley.store.sqlite import Connection
+from parley.store.connection import Connection
 
 #: Longest client id accepted (a client id is an index key and travels in every re-attach).
 MAX_CLIENT_ID = 512

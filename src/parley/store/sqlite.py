@@ -1,7 +1,7 @@
 """The node's SQLite store: checkpoints, journals, dedup facts, results and the flows' own tables.
 
-This is the only module of Parley that imports :mod:`sqlite3`; the rest of :mod:`parley.store`
-imports what it needs from here.
+SQLite itself is reached through :mod:`parley.store.connection`, the one module that imports
+:mod:`sqlite3`.
 
 Rules:
 
@@ -20,106 +20,30 @@ Rules:
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
-from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self, TypeAlias
+from typing import Self
 
 from parley.protocol.records import FlowStatus, StartKind, StoreOp
 from parley.store import migrations, schema
+from parley.store.connection import (
+    SQLITE_READONLY,
+    Connection,
+    OperationalError,
+    SqliteError,
+    connect,
+    split_script,
+)
 from parley.store.ops import apply_op, first_keyword, validate_ops
 from parley.store.rows import FlowSummary, StoredFlow, StoredResult
 
-Connection: TypeAlias = sqlite3.Connection
-
-__all__ = ["Connection", "SqliteStore", "classify_sqlite_error"]
+__all__ = ["SqliteStore"]
 
 SYNCHRONOUS_LEVELS = frozenset({"FULL", "NORMAL", "OFF"})
 #: Statements :meth:`SqliteStore.query` accepts.
 QUERY_KEYWORDS = frozenset({"SELECT", "WITH"})
-#: Primary result codes meaning "another connection holds the lock": SQLITE_BUSY, SQLITE_LOCKED.
-_LOCKED_CODES = frozenset({5, 6})
-_LOCKED_MESSAGES = ("database is locked", "database table is locked", "database is busy")
-
-
-def classify_sqlite_error(exc: BaseException) -> Literal["locked", "constraint"] | None:
-    """Classify a failed write for the flow hospital.
-
-    Returns ``"locked"`` if a "database is locked/busy" error appears anywhere in the exception's
-    ``__cause__``/``__context__`` chain (another connection held the write lock: retrying later
-    may succeed), ``"constraint"`` for an :class:`sqlite3.IntegrityError` there (the data broke a
-    constraint: retrying the same write will fail again), and ``None`` otherwise.
-    """
-    stack: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, sqlite3.IntegrityError):
-            return "constraint"
-        if isinstance(current, sqlite3.OperationalError) and _is_locked(current):
-            return "locked"
-        stack.extend(e for e in (current.__context__, current.__cause__) if e is not None)
-    return None
-
-
-def _is_locked(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and code & 0xFF in _LOCKED_CODES:
-        return True
-    message = str(exc).lower()
-    return any(m in message for m in _LOCKED_MESSAGES)
-
-
-def _connect(path: str, *, synchronous: str, busy_timeout: float, readonly: bool) -> Connection:
-    """Open the connection and set every pragma Parley relies on (the only place that does)."""
-    memory = path == ":memory:"
-    if readonly:
-        if memory:
-            raise ValueError("an in-memory database cannot be opened read-only")
-        target, uri = Path(path).resolve().as_uri() + "?mode=ro", True
-    else:
-        target, uri = path, False
-    # isolation_level=None: the store writes BEGIN/COMMIT itself (sqlite3's implicit transactions
-    # are DEFERRED and fall into the busy-snapshot trap). check_same_thread: one owner thread.
-    conn = sqlite3.connect(
-        target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=True
-    )
-    try:
-        # How long to wait for another connection's lock before "database is locked".
-        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
-        # Headers and journals reference their start row; SQLite checks foreign keys only when
-        # asked, per connection.
-        conn.execute("PRAGMA foreign_keys = ON")
-        # Scratch space for sorts and temporary indexes stays in RAM, never in temp files.
-        conn.execute("PRAGMA temp_store = MEMORY")
-        # Triggers and views cannot call functions with side effects (defence in depth: apps
-        # create tables through migrations).
-        conn.execute("PRAGMA trusted_schema = OFF")
-        if readonly:
-            # Belt and braces on top of mode=ro: the connection refuses every write.
-            conn.execute("PRAGMA query_only = ON")
-            return conn
-        if not memory:
-            # WAL: a commit appends to the log (one fsync), and readers (CLI, queries on other
-            # connections) neither block the writer nor wait for it. Persistent: the file stays
-            # in WAL mode. An in-memory database has no WAL.
-            conn.execute("PRAGMA journal_mode = WAL")
-            # Truncate the WAL back to 64 MiB after a checkpoint so a burst does not keep disk.
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-        # FULL: fsync the WAL at every commit, so a committed checkpoint survives power loss
-        # (the default; messages are acked only after it). NORMAL: survives a process crash but
-        # the last commits may roll back on an OS crash. OFF: tests and benchmarks only.
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 class SqliteStore:
@@ -127,7 +51,8 @@ class SqliteStore:
 
     Args:
         path: The database file, created if missing; ``":memory:"`` for a private in-memory one.
-        synchronous: ``"FULL"`` (default), ``"NORMAL"`` or ``"OFF"``; see :func:`_connect`.
+        synchronous: ``"FULL"`` (default), ``"NORMAL"`` or ``"OFF"``; see
+            :func:`~parley.store.connection.connect`.
         busy_timeout: Seconds to wait for another connection's write lock.
         readonly: Open the file with ``mode=ro``: reads only, no migrations.
 
@@ -152,7 +77,7 @@ class SqliteStore:
             raise ValueError(f"busy_timeout must not be negative: {busy_timeout}")
         self.path = os.fspath(path)
         self.readonly = readonly
-        self._conn = _connect(
+        self._conn = connect(
             self.path, synchronous=level, busy_timeout=busy_timeout, readonly=readonly
         )
         try:
@@ -173,7 +98,7 @@ class SqliteStore:
 
         Raises:
             ValueError: An operation the store refuses (client id too long, journal gap, ...).
-            sqlite3.Error: From SQLite, unchanged (see :func:`classify_sqlite_error`).
+            SqliteError: From SQLite, unchanged (see :func:`classify_sqlite_error`).
         """
         validate_ops(ops)
         if not ops:
@@ -212,7 +137,7 @@ class SqliteStore:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except SqliteError as exc:
             for i in pending:
                 results[i] = exc
             return results
@@ -258,7 +183,7 @@ class SqliteStore:
         # A failed ROLLBACK must not hide the error that caused it (SQLite may already have
         # rolled back on its own).
         if self._conn.in_transaction:
-            with suppress(sqlite3.Error):
+            with suppress(SqliteError):
                 self._conn.execute("ROLLBACK")
 
     def apply_app_migrations(self, app: str, scripts: Sequence[str]) -> int:
@@ -354,8 +279,8 @@ class SqliteStore:
             if cursor.description is None:
                 raise ValueError(f"query() statement returns no rows: {sql!r}")
             return [tuple(row) for row in cursor.fetchall()]
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+        except OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == SQLITE_READONLY:
                 raise ValueError(f"query() statements must not write: {sql!r}") from exc
             raise
         finally:
@@ -405,16 +330,3 @@ class _ReadSnapshot:
     def __exit__(self, *exc_info: object) -> None:
         if self._conn.in_transaction:
             self._conn.execute("COMMIT")
-
-
-def split_script(script: str) -> Iterator[str]:
-    """Split an SQL script into statements (``;`` inside strings, comments and triggers kept)."""
-    start = 0
-    for i, char in enumerate(script):
-        if char == ";" and sqlite3.complete_statement(script[start : i + 1]):
-            statement = script[start : i + 1].strip()
-            if statement != ";":
-                yield statement
-            start = i + 1
-    if script[start:].strip():
-        yield script[start:]

@@ -31,8 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar, cast
 
-from parley.actors.hospital import Hospital
-from parley.actors.runtime import FlowRuntime
+from parley.engine.hospital import Hospital
+from parley.engine.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
 from parley.protocol.errors import ParleyError

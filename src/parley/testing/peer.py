@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self
 
-from parley.actors.messaging import NatsBridge, Outgoing
 from parley.protocol.messages import Envelope, SessionMessage, decode_envelopes, encode_envelope
+from parley.transport.bridge import NatsBridge, Outgoing
 
 #: Messages per publish call (each call's messages are in flight together).
 _CHUNK = 2000

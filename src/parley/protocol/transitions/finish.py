@@ -26,6 +26,7 @@ from parley.protocol.messages import Envelope
 from parley.protocol.records import DeleteFlow, FlowStatus, PutFlowResult, StoreOp
 from parley.protocol.state import Finishing, FlowState, SessionStatus
 from parley.protocol.transitions.common import end_session, flush_confirms, require, wants_end
+from parley.protocol.transitions.error import flow_failed
 
 
 def flow_finished(state: FlowState, event: FlowFinished) -> Transition:
@@ -56,8 +57,6 @@ def finishing_work(state: FlowState) -> Transition:
 
 
 def _fail_instead(state: FlowState, error: BaseException) -> Transition:
-    from parley.protocol.transitions.error import flow_failed
-
     return flow_failed(replace(state, finishing=None), FlowFailed(error))
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the integration tests: a real nats-server (with JetStream) per test."""
+"""Fixtures shared by the tests: a real nats-server (with JetStream) per test that asks for one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.actors.natsserver import EmbeddedNatsServer
+from parley.transport.natsserver import EmbeddedNatsServer
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.actors.router import Part, SharedDelivery, resolve_acks
+from parley.transport.router import Part, SharedDelivery, resolve_acks
 
 
 def test_a_batch_is_acked_once_every_envelope_in_it_is() -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from parley.actors.logcontext import flow_log_context
+from parley.engine.logcontext import flow_log_context
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.protocol import codec

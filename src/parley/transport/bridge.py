@@ -98,7 +98,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future as ConcurrentFuture
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import nats
@@ -113,6 +112,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from parley.engine.outbox import Outgoing
 from parley.protocol.errors import ParleyError
 
 __all__ = [
@@ -233,18 +233,6 @@ class RequestTimeoutError(MessagingError):
 
 class NoResponderError(MessagingError):
     """A core NATS request found nobody subscribed to its subject."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message to publish to ``recipient``'s stream."""
-
-    recipient: str
-    sender: str
-    #: Deterministic id, sent as the ``Nats-Msg-Id`` header (server-side dedup).
-    msg_id: str
-    #: The encoded envelope.
-    data: bytes
 
 
 class Delivery:

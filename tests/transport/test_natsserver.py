@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.actors.natsserver import EmbeddedNatsServer, NatsServerError, find_nats_server
+from parley.transport.natsserver import EmbeddedNatsServer, NatsServerError, find_nats_server
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from parley import FlowLogic
-from parley.actors.logcontext import FlowIdFilter, current_flow_id, flow_log_context
+from parley.engine.logcontext import FlowIdFilter, current_flow_id, flow_log_context
 from parley.testing import MockNetwork
 
 log = logging.getLogger("parley.tests.flowcode")

@@ -18,7 +18,7 @@ import nats
 import pytest
 from nats.js.api import RetentionPolicy, StorageType
 
-from parley.actors.messaging import (
+from parley.transport.bridge import (
     Delivery,
     MessagingError,
     NatsBridge,
@@ -27,7 +27,7 @@ from parley.actors.messaging import (
     RequestTimeoutError,
     stream_name,
 )
-from parley.actors.natsserver import EmbeddedNatsServer
+from parley.transport.natsserver import EmbeddedNatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ def test_an_unacked_message_is_delivered_again_to_a_restarted_bridge(bridges: Br
 
 CRASHING_RECEIVER = """
 import sys, threading
-from parley.actors.messaging import NatsBridge
+from parley.transport.bridge import NatsBridge
 
 def on_messages(batch):
     for data, _ in batch:

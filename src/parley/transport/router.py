@@ -1,28 +1,24 @@
-"""The SessionRouter: decodes inbound envelopes and routes them to the owning worker.
+"""The SessionRouter: decodes inbound envelopes and routes them to the shard that owns their flow.
 
-It runs on the Messaging loop thread, as part of the messaging actor: a separate actor would put one
-more thread hop on every inbound message's path (measured: ~0.1-0.3 ms each on this machine), and
-routing never blocks. Messages arrive in batches. Each is decoded (whitelist codec, bounded size)
-and sent to the worker that owns its flow: for a session-init, the responder's flow id derived from
-the init; for every other message, the flow id embedded in the recipient session id. Nothing here
-touches the database: deduplication happens in the flows' own state (sequence numbers) and, for
-session-inits, in the worker (the processed-inits table). Undecodable input is acked, dropped and
-logged with the reason.
+It runs on the NATS bridge's loop thread: a separate actor would put one more thread hop on every
+inbound message's path (measured: ~0.1-0.3 ms each on this machine), and routing never blocks.
+Messages arrive in batches. Each is decoded (whitelist codec, bounded size) and handed to the shard
+that owns its flow: for a session-init, the responder's flow id derived from the init; for every
+other message, the flow id embedded in the recipient session id. Nothing here touches the
+database: deduplication happens in the flows' own state (sequence numbers) and, for session-inits,
+in the worker (the processed-inits table). Undecodable input is acked, dropped and logged with the
+reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pykka
-
-from parley.actors.runtime import flow_id_for, shard_of
-from parley.actors.worker import Deliver
+from parley.engine.handles import flow_id_for, shard_of
 from parley.protocol.errors import DeserializationError
 from parley.protocol.messages import Envelope, decode_envelopes
 
@@ -77,15 +73,20 @@ class SessionRouter:
 
     def __init__(
         self,
-        workers: Sequence[pykka.ActorRef[Any]],
+        shards: int,
+        deliver: Callable[[int, tuple[tuple[Envelope, Any], ...]], None],
         ack: Callable[[Sequence[Any]], None],
         *,
         max_size: int,
     ) -> None:
-        self.workers = list(workers)
+        """Route to ``shards`` shards: ``deliver(shard, ((envelope, ack token), ...))``.
+
+        ``deliver`` must not block; ``ack`` takes the tokens of messages dropped here.
+        """
+        self.shards = shards
+        self.deliver = deliver
         self.ack = ack
         self.max_size = max_size
-        self.dropped = 0
 
     def route(self, items: Sequence[tuple[bytes, Any]]) -> None:
         """Decode ``(bytes, ack token)`` pairs and hand them to their workers (never blocks)."""
@@ -94,7 +95,6 @@ class SessionRouter:
             try:
                 envelopes = decode_envelopes(data, max_size=self.max_size)
             except DeserializationError as exc:
-                self.dropped += 1
                 log.warning("dropping an undecodable message (%d bytes): %s", len(data), exc)
                 self.ack([delivery])
                 continue
@@ -104,11 +104,9 @@ class SessionRouter:
                 shared = SharedDelivery(delivery, len(envelopes))
                 tokens = [Part(shared) for _ in envelopes]
             for envelope, token in zip(envelopes, tokens, strict=True):
-                shard = shard_of(flow_id_for(envelope), len(self.workers))
-                batches[shard].append((envelope, token))
+                batches[shard_of(flow_id_for(envelope), self.shards)].append((envelope, token))
         for shard, batch in batches.items():
-            with contextlib.suppress(pykka.ActorDeadError):  # stopping: redelivered next start
-                self.workers[shard].tell(Deliver(tuple(batch)))
+            self.deliver(shard, tuple(batch))
 
 
-__all__ = ["Part", "SessionRouter", "SharedDelivery", "flow_id_for", "resolve_acks", "shard_of"]
+__all__ = ["Part", "SessionRouter", "SharedDelivery", "resolve_acks"]

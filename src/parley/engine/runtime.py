@@ -18,23 +18,23 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from parley.actors.driver import FlowDriver
-from parley.actors.handles import (
+from parley.engine.driver import FlowDriver
+from parley.engine.handles import (
     FlowHandle,
     client_flow_id,
     flow_id_for,
     responder_flow_id,
     shard_of,
 )
-from parley.actors.hospital import Hospital, HospitalPort
+from parley.engine.hospital import Hospital, HospitalPort
 from parley.flows.logic import FlowLogic
+from parley.flows.marks import frame_for
 from parley.flows.progress import tracker_of
 from parley.flows.registry import (
     FlowRegistry,
     SessionInitRejected,
     UnknownFlowClass,
     flow_class_named,
-    frame_for,
 )
 from parley.flows.session import FlowSession
 from parley.protocol import codec, ids

@@ -1,0 +1,127 @@
+"""The one module of Parley that imports :mod:`sqlite3`: opening connections, reading errors.
+
+:func:`connect` opens a connection and sets every pragma Parley relies on, each with the reason
+for it; :func:`classify_sqlite_error` tells the flow hospital which failed writes are worth a
+retry; :func:`split_script` splits migration scripts into statements. The rest of
+:mod:`parley.store` uses SQLite through these names and the exception aliases below.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+Connection: TypeAlias = sqlite3.Connection
+#: Any error SQLite raises.
+SqliteError = sqlite3.Error
+#: SQLite refused an operation (locked, read-only, disk full, ...).
+OperationalError = sqlite3.OperationalError
+#: Primary result code of an attempt to write through a read-only connection.
+SQLITE_READONLY = sqlite3.SQLITE_READONLY
+
+#: Primary result codes meaning "another connection holds the lock": SQLITE_BUSY, SQLITE_LOCKED.
+_LOCKED_CODES = frozenset({5, 6})
+_LOCKED_MESSAGES = ("database is locked", "database table is locked", "database is busy")
+
+
+def classify_sqlite_error(exc: BaseException) -> Literal["locked", "constraint"] | None:
+    """Classify a failed write for the flow hospital.
+
+    Returns ``"locked"`` if a "database is locked/busy" error appears anywhere in the exception's
+    ``__cause__``/``__context__`` chain (another connection held the write lock: retrying later
+    may succeed), ``"constraint"`` for an :class:`sqlite3.IntegrityError` there (the data broke a
+    constraint: retrying the same write will fail again), and ``None`` otherwise.
+    """
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sqlite3.IntegrityError):
+            return "constraint"
+        if isinstance(current, sqlite3.OperationalError) and _is_locked(current):
+            return "locked"
+        stack.extend(e for e in (current.__context__, current.__cause__) if e is not None)
+    return None
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _LOCKED_CODES:
+        return True
+    message = str(exc).lower()
+    return any(m in message for m in _LOCKED_MESSAGES)
+
+
+def connect(path: str, *, synchronous: str, busy_timeout: float, readonly: bool) -> Connection:
+    """Open the connection and set every pragma Parley relies on (the only place that does)."""
+    memory = path == ":memory:"
+    if readonly:
+        if memory:
+            raise ValueError("an in-memory database cannot be opened read-only")
+        target, uri = Path(path).resolve().as_uri() + "?mode=ro", True
+    else:
+        target, uri = path, False
+    # isolation_level=None: the store writes BEGIN/COMMIT itself (sqlite3's implicit transactions
+    # are DEFERRED and fall into the busy-snapshot trap). check_same_thread: one owner thread.
+    conn = sqlite3.connect(
+        target, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=True
+    )
+    try:
+        # How long to wait for another connection's lock before "database is locked".
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+        # Headers and journals reference their start row; SQLite checks foreign keys only when
+        # asked, per connection.
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Scratch space for sorts and temporary indexes stays in RAM, never in temp files.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # Triggers and views cannot call functions with side effects (defence in depth: apps
+        # create tables through migrations).
+        conn.execute("PRAGMA trusted_schema = OFF")
+        if readonly:
+            # Belt and braces on top of mode=ro: the connection refuses every write.
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        if not memory:
+            # WAL: a commit appends to the log (one fsync), and readers (CLI, queries on other
+            # connections) neither block the writer nor wait for it. Persistent: the file stays
+            # in WAL mode. An in-memory database has no WAL.
+            conn.execute("PRAGMA journal_mode = WAL")
+            # Truncate the WAL back to 64 MiB after a checkpoint so a burst does not keep disk.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+        # FULL: fsync the WAL at every commit, so a committed checkpoint survives power loss
+        # (the default; messages are acked only after it). NORMAL: survives a process crash but
+        # the last commits may roll back on an OS crash. OFF: tests and benchmarks only.
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Split an SQL script into statements (``;`` inside strings, comments and triggers kept)."""
+    start = 0
+    for i, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : i + 1]):
+            statement = script[start : i + 1].strip()
+            if statement != ";":
+                yield statement
+            start = i + 1
+    if script[start:].strip():
+        yield script[start:]
+
+
+__all__ = [
+    "SQLITE_READONLY",
+    "Connection",
+    "OperationalError",
+    "SqliteError",
+    "classify_sqlite_error",
+    "connect",
+    "split_script",
+]
