@@ -127,7 +127,7 @@ def test_now_random_and_uuid_are_the_same_after_a_restore(net: MockNetwork) -> N
     alice, _ = net.create_node("alice"), net.create_node("bob")
     handle = alice.start_flow(RecordsValues("bob"))
     net.run_network()
-    (driver,) = alice.runtime.drivers.values()
+    (driver,) = alice.runtime.live_drivers()
     assert driver.state.journal_len == 4  # now, random, uuid, initiate: recorded before suspending
     net.advance_clock(10)  # a re-drawn now() would differ, and the node's RNG has moved on
     net.restart_node(alice)

@@ -51,16 +51,22 @@ class Refused(FlowException):
         self.code = code
 
 
+#: The external operations that ran in this process, by name (tests check what ran, and how often).
+OPERATION_CALLS: list[str] = []
+
+
 def double(n: int) -> int:
+    OPERATION_CALLS.append("double")
     return 2 * n
 
 
 def refuse(n: int) -> int:
+    OPERATION_CALLS.append("refuse")
     raise Refused(f"no {n}", n)
 
 
 def noop() -> None:
-    return None
+    OPERATION_CALLS.append("noop")
 
 
 class Nap(FlowLogic[str]):

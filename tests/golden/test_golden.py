@@ -87,7 +87,10 @@ def gate_open() -> object:
 def test_the_golden_databases_restore_and_every_flow_completes(restored: Path) -> None:
     net, alice, bob = golden_network(restored, auto_advance=True)
     carol = net.create_node("carol", registry=FlowRegistry.from_apps([flows]))
+    flows.OPERATION_CALLS.clear()
     net.run_network()
+    # Worker's held operation runs again (once), patient's is retried: nothing else re-runs.
+    assert sorted(flows.OPERATION_CALLS) == ["double", "noop"]
     for client_id, result in flows.RESULTS.items():
         node = bob if client_id == "caller" else alice
         if client_id == "quick":  # it finished before the snapshot: its result was stored

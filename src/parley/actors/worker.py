@@ -253,8 +253,7 @@ class FlowWorker(Actor):
 
     def on_stop(self) -> None:
         if self.runtime is not None:
-            for driver in list(self.runtime.drivers.values()):
-                driver.close()
+            self.runtime.close_all()
             self.runtime.store.close()
 
     def on_receive(self, message: Any) -> Any:
@@ -282,26 +281,22 @@ class FlowWorker(Actor):
                 fn()
             case Deliver(items=items):
                 for envelope, delivery in items:
-                    if flow_id_for(envelope) in runtime.drivers:
+                    if runtime.is_live(flow_id_for(envelope)):
                         runtime.deliver(envelope, delivery)
                     else:  # needs a new driver (an init, or a passivated flow): admission
                         self._intake.append((envelope, delivery))
             case StartFlow():
                 self._start(runtime, message)
             case RestoreFlows(flow_ids=flow_ids, reply=reply):
-                restored = 0
-                for flow_id in flow_ids:
-                    if flow_id not in runtime.drivers and runtime.post_restore(flow_id):
-                        restored += 1
-                reply.set_result(restored)
+                reply.set_result(runtime.restore_flows(flow_ids))
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
             case Inspect(reply=reply):
                 reply.set_result(
                     {
-                        "live": len(runtime.drivers),
+                        "live": runtime.live_count,
                         "passivations": self.passivations,
-                        "handles": len(runtime.handles),
+                        "handles": runtime.handle_count(),
                     }
                 )
             case _:
@@ -333,17 +328,17 @@ class FlowWorker(Actor):
         A burst of session-inits (or of messages for passivated flows) would otherwise put every
         one of their flows in memory at once; queued messages are small and stay un-acked.
         """
-        room = self.services.live_budget + _ADMISSION_SLACK - len(runtime.drivers)
+        room = self.services.live_budget + _ADMISSION_SLACK - runtime.live_count
         while self._intake and room > 0:
             envelope, delivery = self._intake.popleft()
-            live = len(runtime.drivers)
+            live = runtime.live_count
             runtime.deliver(envelope, delivery)
-            room -= len(runtime.drivers) - live
+            room -= runtime.live_count - live
             runtime.run_ready()
-            if len(runtime.drivers) > self.services.live_budget:
+            if runtime.live_count > self.services.live_budget:
                 self._keep_under_budget(runtime)
                 runtime.run_ready()
-                room = self.services.live_budget + _ADMISSION_SLACK - len(runtime.drivers)
+                room = self.services.live_budget + _ADMISSION_SLACK - runtime.live_count
         if self._intake and not self._retry_scheduled:
             # Room comes back as passivations and flows finish, each a turn of this worker; a
             # timer makes sure of one more look even if none comes.
@@ -362,14 +357,14 @@ class FlowWorker(Actor):
             lru[flow_id] = now
             lru.move_to_end(flow_id)
         if self._passivating:  # those whose checkpoint committed have left memory
-            self._passivating = {f for f in self._passivating if f in runtime.drivers}
-        excess = len(runtime.drivers) - len(self._passivating) - self.services.live_budget
+            self._passivating = {f for f in self._passivating if runtime.is_live(f)}
+        excess = runtime.live_count - len(self._passivating) - self.services.live_budget
         # Look at the least recently active flows first, a bounded number per turn.
         budget = 64
         while excess > 0 and budget > 0 and lru:
             budget -= 1
             flow_id, last = lru.popitem(last=False)
-            if flow_id not in runtime.drivers:
+            if not runtime.is_live(flow_id):
                 self._passivating.discard(flow_id)
                 continue
             if flow_id in self._passivating or not runtime.is_waiting(flow_id):
@@ -396,13 +391,13 @@ class FlowWorker(Actor):
         for flow_id, last in list(self._lru.items()):
             if last >= cutoff:
                 break  # the rest ran more recently
-            if flow_id not in runtime.drivers:
+            if not runtime.is_live(flow_id):
                 del self._lru[flow_id]
                 self._passivating.discard(flow_id)
             elif flow_id not in self._passivating and runtime.is_waiting(flow_id):
                 del self._lru[flow_id]
                 self._passivate(runtime, flow_id)
-        self._passivating.intersection_update(runtime.drivers)
+        self._passivating = {f for f in self._passivating if runtime.is_live(f)}
         self._schedule_sweep()
 
 

@@ -9,40 +9,36 @@ same runtime runs inside the in-process :class:`~parley.testing.MockNetwork` and
 
 Routing needs no table: our session ids embed our flow id, and a responder's flow id is derived
 from the session-init that started it (so a redelivered init maps to the same flow).
+
+What the runtime keeps about each flow is one :class:`~parley.engine.records.FlowRecord` (its
+driver, handle and messages in flight), so starting, passivating, retrying, restoring and removing a
+flow each change one object. Session-inits are admitted by :class:`~parley.engine.inits.
+SessionInits`; flows are rebuilt from checkpoints by :mod:`parley.engine.restore`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from parley.engine.driver import FlowDriver
-from parley.engine.handles import (
-    FlowHandle,
-    client_flow_id,
-    flow_id_for,
-    responder_flow_id,
-    shard_of,
-)
+from parley.engine.handles import FlowHandle, client_flow_id, responder_flow_id
 from parley.engine.hospital import Hospital, HospitalPort
+from parley.engine.inits import SessionInits
+from parley.engine.ports import RuntimePorts
+from parley.engine.records import FlowRecord, FlowTable
+from parley.engine.restore import UNREADABLE, build, decoded_error, restored
 from parley.flows.logic import FlowLogic
 from parley.flows.marks import frame_for
 from parley.flows.progress import tracker_of
-from parley.flows.registry import (
-    FlowRegistry,
-    SessionInitRejected,
-    UnknownFlowClass,
-    flow_class_named,
-)
-from parley.flows.session import FlowSession
-from parley.protocol import codec, ids
+from parley.flows.registry import FlowRegistry
+from parley.protocol import codec
 from parley.protocol.actions import ExecuteOperation, RunQuery
 from parley.protocol.errors import (
     DeserializationError,
     FlowUsageError,
-    KilledFlowException,
     ParleyError,
     StateTransitionError,
 )
@@ -58,57 +54,20 @@ from parley.protocol.events import (
     WokeUp,
 )
 from parley.protocol.evolve import replace
-from parley.protocol.messages import Envelope, FlowInfo, Init, Reject, decode_envelope
-from parley.protocol.records import FlowStatus, PutFlowStart, SetFlowStatus, StartKind, StoreOp
-from parley.protocol.state import (
-    Entry,
-    FlowState,
-    decode_header,
-    flow_id_of_session,
-    new_flow,
-    new_responder,
-    session_id_for,
+from parley.protocol.messages import Envelope, Init, decode_envelope
+from parley.protocol.records import (
+    MAX_CLIENT_ID,
+    FlowStatus,
+    PutFlowStart,
+    SetFlowStatus,
+    StartKind,
+    StoreOp,
 )
-from parley.store import SqliteStore, StoredFlow
+from parley.protocol.state import FlowState, flow_id_of_session, new_flow
+from parley.store import SqliteStore
 
 T = TypeVar("T")
 log = logging.getLogger("parley.runtime")
-
-
-class RuntimePorts(Protocol):
-    """The runtime's view of everything outside its thread."""
-
-    def commit(
-        self, ops: tuple[StoreOp, ...], done: Callable[[BaseException | None], None]
-    ) -> None:
-        """Commit ``ops`` atomically (possibly grouped with others), then call ``done`` here."""
-        ...
-
-    def send(
-        self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
-    ) -> None:
-        """Publish ``envelopes``; call ``done`` here once every one is acknowledged (or failed)."""
-        ...
-
-    def ack(self, deliveries: tuple[object, ...]) -> None: ...
-
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the runtime's thread, after the current work."""
-        ...
-
-    def call_at(self, when: datetime, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the runtime's thread at ``when`` (or soon after)."""
-        ...
-
-    def run_operation(self, fn: Callable[[], object], done: Callable[[bool, object], None]) -> None:
-        """Run ``fn`` off the runtime's thread; call ``done(ok, value_or_error)`` on it later."""
-        ...
-
-    def now(self) -> datetime: ...
-
-    def random(self) -> float: ...
-
-    def uuid(self) -> str: ...
 
 
 class FlowRuntime:
@@ -128,25 +87,40 @@ class FlowRuntime:
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
         self.hospital: HospitalPort = hospital or Hospital(random=ports.random)
-        self.drivers: dict[str, FlowDriver] = {}
-        self.handles: dict[str, FlowHandle[Any]] = {}
-        #: Messages delivered to a flow since its last commit, re-delivered if it is retried.
-        self._uncommitted: dict[str, list[SessionMessageDelivered]] = {}
-        #: Session-inits for flows this node doesn't know, held un-acked for observation.
-        self.held_inits: dict[str, tuple[Envelope, object]] = {}
+        #: Every flow this runtime keeps something about (see :mod:`parley.engine.records`).
+        self.flows = FlowTable()
+        self.inits = SessionInits(identity, store, self.registry, ports.send, self._ack)
+        #: The run queue: drivers with events to process, in the order they became ready.
         self._ready: dict[str, FlowDriver] = {}
         self._scheduled = False
         #: Set by a host that calls :meth:`run_ready` itself at the end of each of its turns.
         self.in_turn = False
-        #: Publishes not yet acknowledged, per flow: a flow's next commit waits for them.
-        self._publishing: dict[str, int] = {}
-        self._publish_errors: dict[str, BaseException] = {}
-        self._deferred_commits: dict[str, Callable[[], None]] = {}
+        #: Flows that ran since :meth:`active_flow_ids` was last asked (the host's LRU).
         self._active: set[str] = set()
-        #: Flows already removed whose final commit (deleting their checkpoint) is outstanding.
-        self._retiring: dict[str, FlowDriver] = {}
         #: Called with ``(flow_id, result, error)`` whenever a flow ends (tests, metrics).
         self.on_flow_end: Callable[[str, object, BaseException | None], None] | None = None
+
+    # ---- what hosts ask --------------------------------------------------------------------
+    @property
+    def live_count(self) -> int:
+        """How many flows are in memory."""
+        return self.flows.live
+
+    def is_live(self, flow_id: str) -> bool:
+        """Whether the flow is in memory (not passivated, not finished)."""
+        return self.flows.driver(flow_id) is not None
+
+    def live_drivers(self) -> list[FlowDriver]:
+        return list(self.flows.drivers())
+
+    def handle_count(self) -> int:
+        """How many flows have a handle that a client may still wait on."""
+        return sum(record.handle is not None for record in self.flows.records())
+
+    def close_all(self) -> None:
+        """Discard every flow in memory (the host stops; checkpoints stay)."""
+        for driver in self.flows.drivers():
+            driver.close()
 
     # ---- starting flows -------------------------------------------------------------------
     def start_flow(
@@ -165,8 +139,8 @@ class FlowRuntime:
         if not isinstance(flow, FlowLogic):
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
         if client_id is not None:
-            if len(client_id) > 512:
-                raise FlowUsageError("a client id may have at most 512 characters")
+            if len(client_id) > MAX_CLIENT_ID:
+                raise FlowUsageError(f"a client id may have at most {MAX_CLIENT_ID} characters")
             flow_id = client_flow_id(client_id)
             existing = self._attach(flow_id, client_id)
             if existing is not None:
@@ -185,30 +159,29 @@ class FlowRuntime:
             flow_id, frame.flow_class, StartKind.RPC, encoded, started_by, client_id
         )
         state = new_flow(flow_id, self.identity, frame, start, client_id)
-        if handle is None:
-            handle = FlowHandle(flow_id, tracker_of(flow))
-        self.handles[flow_id] = handle
         driver = FlowDriver(self, state, flow)
-        self.drivers[flow_id] = driver
+        record = self.flows.attach(driver)
+        record.handle = handle or FlowHandle(flow_id, tracker_of(flow))
         driver.post(DoRemainingWork())
-        return handle
+        return record.handle
 
     def _attach(self, flow_id: str, client_id: str) -> FlowHandle[Any] | None:
-        handle = self.handles.get(flow_id)
-        if handle is not None:
-            return handle
+        record = self.flows.get(flow_id)
+        if record is not None and record.handle is not None:
+            return record.handle
         result = self.store.flow_result(client_id)
         if result is not None:
             done: FlowHandle[Any] = FlowHandle(result.flow_id)
             if result.error is not None:
-                done.future.set_exception(_decoded_error(result.error))
+                done.future.set_exception(decoded_error(result.error))
             else:
                 done.future.set_result(codec.decode(result.value) if result.value else None)
             done.started.set_result(None)
             return done
         if self.store.load_flow(flow_id) is not None:
             self._restore(flow_id)
-            return self.handles.get(flow_id)
+            record = self.flows.get(flow_id)
+            return record.handle if record is not None else None
         return None
 
     # ---- inbound messages -----------------------------------------------------------------
@@ -232,9 +205,8 @@ class FlowRuntime:
         if isinstance(body, Init):
             self._on_init(envelope, body, delivery)
             return
-        flow_id = flow_id_of_session(body.session)
-        driver = self._live(flow_id)
-        if driver is None:
+        record = self._live(flow_id_of_session(body.session))
+        if record is None or record.driver is None:
             log.info(
                 "dropping %s %s from %s: no session %s here",
                 envelope.kind,
@@ -245,72 +217,24 @@ class FlowRuntime:
             self._ack(delivery)
             return
         event = SessionMessageDelivered(body, envelope.sender, delivery)
-        self._uncommitted.setdefault(flow_id, []).append(event)
-        driver.post(event)
+        record.uncommitted.append(event)
+        record.driver.post(event)
 
     def _on_init(self, envelope: Envelope, init: Init, delivery: object) -> None:
-        flow_id = responder_flow_id(envelope.sender, init.initiator_session)
-        if flow_id in self.drivers:
+        record = self.flows.get(responder_flow_id(envelope.sender, init.initiator_session))
+        if record is not None and (record.driver is not None or record.retiring is not None):
             return  # a copy of an init being processed: its first copy is acked with the flow
-        if self.store.processed_init(envelope.sender, init.initiator_session) is not None:
-            log.info("dropping duplicate session-init %s from %s", envelope.id, envelope.sender)
-            self._ack(delivery)
-            return
-        try:
-            responder = self.registry.responder_for(init.flow_class)
-        except UnknownFlowClass as exc:
-            log.warning("keeping session-init %s for observation: %s", envelope.id, exc)
-            self.held_inits[flow_id] = (envelope, delivery)
-            return
-        except SessionInitRejected as exc:
-            self._reject(envelope, init, str(exc), delivery)
-            return
-        frame = frame_for(responder.flow_class)
-        args = codec.encode((envelope.sender, init.initiator_session))
-        start = PutFlowStart(flow_id, frame.flow_class, StartKind.INITIATED, args, envelope.sender)
-        state = new_responder(
-            flow_id,
-            self.identity,
-            frame,
-            start,
-            sender=envelope.sender,
-            initiator_session=init.initiator_session,
-            peer_info=FlowInfo(init.flow_version, init.app),
-            first_payload=init.first_payload,
-            flow_version=responder.version,
-            delivery=delivery,
-        )
-        try:
-            flow = self._responder(responder.flow_class, flow_id, envelope.sender)
-        except Exception as exc:
-            log.warning("responder %s failed to start: %r", frame.flow_class, exc)
-            self._reject(envelope, init, str(exc) or "Unable to establish session", delivery)
-            return
-        driver = FlowDriver(self, state, flow)
-        self.drivers[flow_id] = driver
-        driver.post(DoRemainingWork())
+        admitted = self.inits.admit(envelope, init, delivery)
+        if admitted is not None:
+            state, flow = admitted
+            driver = FlowDriver(self, state, flow)
+            self.flows.attach(driver)
+            driver.post(DoRemainingWork())
 
-    def _responder(self, cls: type[FlowLogic[Any]], flow_id: str, peer: str) -> FlowLogic[Any]:
-        return cls(FlowSession(session_id_for(flow_id, 0), peer))
-
-    def _reject(self, envelope: Envelope, init: Init, reason: str, delivery: object) -> None:
-        reject = Reject(init.initiator_session, ids.reject_id(init.initiator_session), reason)
-        out = Envelope(
-            ids.reject_id(init.initiator_session), self.identity, envelope.sender, reject
-        )
-        log.info("rejecting session-init %s from %s: %s", envelope.id, envelope.sender, reason)
-        self.ports.send((out,), _log_publish_error)
-        self._ack(delivery)
-
-    def drop_held_init(self, flow_id: str) -> bool:
-        """Reject a session-init held for observation (an operator killed it)."""
-        held = self.held_inits.pop(flow_id, None)
-        if held is None:
-            return False
-        envelope, delivery = held
-        assert isinstance(envelope.body, Init)
-        self._reject(envelope, envelope.body, f"Don't know {envelope.body.flow_class}", delivery)
-        return True
+    @property
+    def held_inits(self) -> dict[str, tuple[Envelope, object]]:
+        """Session-inits for flows this node doesn't know, held un-acked for observation."""
+        return self.inits.held
 
     def _ack(self, delivery: object) -> None:
         if delivery is not None:
@@ -320,11 +244,15 @@ class FlowRuntime:
                 log.exception("ack failed")
 
     # ---- restore --------------------------------------------------------------------------
-    def restore_all(self) -> int:
-        """Restore every runnable or hospitalized flow in the store (node start)."""
+    def restore_flows(self, flow_ids: Iterable[str]) -> int:
+        """Restore these stored flows (node start); returns how many were restored.
+
+        Flows already in memory are left alone. The node's FlowManager hands each worker the ids
+        of its shard; MockNetwork passes every runnable flow of its store.
+        """
         count = 0
-        for flow_id in self.store.runnable_flow_ids():
-            if flow_id not in self.drivers and self._restore(flow_id) is not None:
+        for flow_id in flow_ids:
+            if not self.is_live(flow_id) and self._restore(flow_id) is not None:
                 count += 1
         return count
 
@@ -333,43 +261,23 @@ class FlowRuntime:
         if stored is None or stored.header is None:
             return None
         try:
-            state = decode_header(flow_id, stored.header, stored.status)
-            journal = [_entry(data) for data in stored.journal]
-            flow = self._construct(stored)
-        except (ParleyError, TypeError, ValueError) as exc:
+            found = restored(stored)
+        except UNREADABLE as exc:
             log.error("flow %s can't be restored, keeping it for observation: %r", flow_id, exc)
             self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.HOSPITALIZED),))
             return None
+        state = found.state
         if stored.status is FlowStatus.HOSPITALIZED:
             state = replace(state, status=FlowStatus.RUNNABLE)
         state = replace(state, incarnation=incarnation, client_id=stored.client_id)
-        if stored.kind is StartKind.RPC and flow_id not in self.handles:
-            handle: FlowHandle[Any] = FlowHandle(flow_id, tracker_of(flow))
-            handle.started.set_result(None)  # it is durable: it has a checkpoint
-            self.handles[flow_id] = handle
-        driver = FlowDriver(self, state, flow, journal=journal)
-        self.drivers[flow_id] = driver
+        flow = found.flow
+        driver = FlowDriver(self, state, flow, journal=found.journal)
+        record = self.flows.attach(driver)
+        if stored.kind is StartKind.RPC and record.handle is None:
+            record.handle = FlowHandle(flow_id, tracker_of(flow))
+            record.handle.started.set_result(None)  # it is durable: it has a checkpoint
         driver.start_replay()
         return driver
-
-    def _construct(self, stored: StoredFlow) -> FlowLogic[Any]:
-        cls = flow_class_named(stored.flow_class)
-        return self._build(cls, stored.flow_id, stored.kind, stored.args)
-
-    def _build(
-        self, cls: type[FlowLogic[Any]], flow_id: str, kind: StartKind, data: bytes
-    ) -> FlowLogic[Any]:
-        """Re-create a flow object from its start record."""
-        start = codec.decode(data)
-        if not (isinstance(start, tuple) and len(start) == 2):
-            raise DeserializationError(f"start record of {flow_id} is malformed")
-        if kind is StartKind.INITIATED:
-            sender, _ = start
-            return self._responder(cls, flow_id, str(sender))
-        args, kwargs = start
-        if not (isinstance(args, list) and isinstance(kwargs, dict)):
-            raise DeserializationError(f"start arguments of {flow_id} are malformed")
-        return cls(*args, **kwargs)
 
     def _commit_quietly(self, ops: tuple[StoreOp, ...]) -> None:
         def done(error: BaseException | None) -> None:
@@ -381,23 +289,29 @@ class FlowRuntime:
     # ---- operator actions -----------------------------------------------------------------
     def kill(self, flow_id: str) -> bool:
         """Kill a flow (live or stored). Returns False if there is no such running flow."""
-        driver = self._live(flow_id)
-        if driver is not None and not driver.done:
-            driver.post(KillRequested())
+        record = self._live(flow_id)
+        if record is not None and record.driver is not None and not record.driver.done:
+            record.driver.post(KillRequested())
             return True
-        return self.drop_held_init(flow_id)
+        return self.inits.drop_held(flow_id)
 
     def post(self, flow_id: str, event: Event) -> None:
         """Deliver an event to a flow, re-activating it from its checkpoint if needed."""
-        driver = self._live(flow_id)
-        if driver is not None:
-            driver.post(event)
+        record = self._live(flow_id)
+        if record is not None and record.driver is not None:
+            record.driver.post(event)
 
-    def _live(self, flow_id: str) -> FlowDriver | None:
-        """The flow's driver: in memory, or restored from its checkpoint (passivated flows)."""
-        if flow_id in self._retiring:
+    def _live(self, flow_id: str) -> FlowRecord | None:
+        """The flow's record with its driver: in memory, or restored (passivated flows)."""
+        record = self.flows.get(flow_id)
+        if record is not None:
+            if record.retiring is not None:
+                return None
+            if record.driver is not None:
+                return record
+        if self._restore(flow_id) is None:
             return None
-        return self.drivers.get(flow_id) or self._restore(flow_id)
+        return self.flows.get(flow_id)
 
     # ---- scheduling -----------------------------------------------------------------------
     def run_ready(self) -> bool:
@@ -419,12 +333,13 @@ class FlowRuntime:
 
     def is_waiting(self, flow_id: str) -> bool:
         """Whether a live flow is suspended with nothing to do until an event comes."""
-        driver = self.drivers.get(flow_id)
-        return driver is not None and driver.idle and flow_id not in self._publishing
-
-    def post_restore(self, flow_id: str) -> bool:
-        """Restore a stored flow (node start); returns whether it was restored."""
-        return self._restore(flow_id) is not None
+        record = self.flows.get(flow_id)
+        return (
+            record is not None
+            and record.driver is not None
+            and record.driver.idle
+            and record.publishing == 0
+        )
 
     def _run_scheduled(self) -> None:
         self.run_ready()
@@ -436,59 +351,61 @@ class FlowRuntime:
             self._scheduled = True
             self.ports.call_soon(self._run_scheduled)
 
+    def _record_of(self, driver: FlowDriver) -> FlowRecord:
+        """The driver's record (made anew for a removed flow whose last sends go out now)."""
+        return self.flows.record(driver.flow_id)
+
     def commit(self, driver: FlowDriver, ops: tuple[StoreOp, ...]) -> None:
         """Commit once the flow's earlier publishes are acknowledged (so no checkpoint ever
         passes a send that may not have happened)."""
-        flow_id = driver.flow_id
+        record = self._record_of(driver)
 
         def go() -> None:
-            failed = self._publish_errors.pop(flow_id, None)
+            record.deferred_commit = None
+            failed, record.publish_error = record.publish_error, None
             if failed is not None:
                 driver.commit_done(failed)
                 return
-            delivered = list(self._uncommitted.get(flow_id, ()))
+            delivered = len(record.uncommitted)
 
             def done(error: BaseException | None) -> None:
-                if error is None and delivered:
-                    pending = self._uncommitted.get(flow_id, [])
-                    self._uncommitted[flow_id] = pending[len(delivered) :]
-                if self._retiring.get(flow_id) is driver:
-                    del self._retiring[flow_id]
+                if error is None and delivered and record.driver is driver:
+                    del record.uncommitted[:delivered]
+                if record.retiring is driver:
+                    record.retiring = None
+                    self.flows.forget_if_unused(record)
                     if error is not None:
-                        log.error("deleting finished flow %s failed: %r", flow_id, error)
+                        log.error("deleting finished flow %s failed: %r", driver.flow_id, error)
                         return  # it is restored and finishes again after a restart
                 driver.commit_done(error)
 
             self.ports.commit(ops, done)
 
-        if self._publishing.get(flow_id):
-            self._deferred_commits[flow_id] = go
+        if record.publishing:
+            record.deferred_commit = go
         else:
             go()
 
     def send(self, driver: FlowDriver, envelopes: tuple[Envelope, ...]) -> None:
-        flow_id = driver.flow_id
-        self._publishing[flow_id] = self._publishing.get(flow_id, 0) + 1
+        record = self._record_of(driver)
+        record.publishing += 1
 
         def done(error: BaseException | None) -> None:
-            remaining = self._publishing.get(flow_id, 1) - 1
-            if remaining > 0:
-                self._publishing[flow_id] = remaining
-            else:
-                self._publishing.pop(flow_id, None)
+            record.publishing -= 1
             if error is not None:
-                log.warning("publishing for flow %s failed: %r", flow_id, error)
-                self._publish_errors.setdefault(flow_id, error)
-            if remaining > 0:
+                log.warning("publishing for flow %s failed: %r", driver.flow_id, error)
+                if record.publish_error is None:
+                    record.publish_error = error
+            if record.publishing > 0:
                 return
-            deferred = self._deferred_commits.pop(flow_id, None)
-            if deferred is not None:
-                deferred()
-            elif flow_id in self._publish_errors and self.drivers.get(flow_id) is driver:
-                failed = self._publish_errors.pop(flow_id)
+            if record.deferred_commit is not None:
+                record.deferred_commit()
+            elif record.publish_error is not None and record.driver is driver:
+                failed, record.publish_error = record.publish_error, None
                 wrapped = StateTransitionError(f"publishing failed: {failed!r}", "SendMessages")
                 wrapped.__cause__ = failed
                 driver.post(FlowFailed(wrapped))
+            self.flows.forget_if_unused(record)
 
         self.ports.send(envelopes, done)
 
@@ -524,7 +441,8 @@ class FlowRuntime:
         self.ports.call_soon(lambda: self.post(flow_id, event))
 
     def started(self, driver: FlowDriver) -> None:
-        handle = self.handles.get(driver.flow_id)
+        record = self.flows.get(driver.flow_id)
+        handle = record.handle if record is not None else None
         if handle is not None and not handle.started.done():
             handle.started.set_result(None)
 
@@ -532,15 +450,14 @@ class FlowRuntime:
         self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
     ) -> None:
         flow_id = driver.flow_id
+        record = self._record_of(driver)
         if not durable:
-            self._retiring[flow_id] = driver  # until its checkpoint's deletion commits
-        self.drivers.pop(flow_id, None)
-        self._ready.pop(flow_id, None)
-        self._uncommitted.pop(flow_id, None)
+            record.retiring = driver  # until its checkpoint's deletion commits
+        handle, record.handle = record.handle, None
+        self.flows.detach(record)
         self.hospital.discharge(flow_id)
         if self.on_flow_end is not None:
             self.on_flow_end(flow_id, result, error)
-        handle = self.handles.pop(flow_id, None)
         if handle is None:
             return
         if not handle.started.done():
@@ -552,51 +469,53 @@ class FlowRuntime:
 
     def passivate(self, flow_id: str) -> None:
         """Ask a flow to leave memory (it does if it is waiting; see the protocol's rules)."""
-        driver = self.drivers.get(flow_id)
+        driver = self.flows.driver(flow_id)
         if driver is not None:
             driver.post(PassivationRequested())
 
     def passivated(self, driver: FlowDriver) -> None:
         flow_id = driver.flow_id
         driver.close()
-        if self.drivers.get(flow_id) is driver:
-            del self.drivers[flow_id]
-        self._ready.pop(flow_id, None)
-        self._uncommitted.pop(flow_id, None)
+        record = self.flows.get(flow_id)
+        if record is not None and record.driver is driver:
+            self.flows.detach(record)
         # Events that arrived after the passivation was decided are for the restored flow.
         for event in driver.take_mailbox():
             if not isinstance(event, DoRemainingWork | PassivationRequested):
+                record = self._live(flow_id)
+                if record is None or record.driver is None:
+                    continue
                 if isinstance(event, SessionMessageDelivered):
-                    self._uncommitted.setdefault(flow_id, []).append(event)
-                self.post(flow_id, event)
+                    record.uncommitted.append(event)
+                record.driver.post(event)
 
     def restore(self, driver: FlowDriver) -> None:
-        flow_id = driver.flow_id
+        record = self._record_of(driver)
         driver.close()
-        self.drivers.pop(flow_id, None)
-        self._ready.pop(flow_id, None)
-        redeliver = self._uncommitted.pop(flow_id, [])
+        redeliver, record.uncommitted = record.uncommitted, []
+        # Detach without forgetting: the record (handle, publishes) carries over to the new one.
+        self.flows.detach(record)
         incarnation = driver.state.incarnation + 1
-        fresh = self._restore(flow_id, incarnation) or self._restart(driver, incarnation)
+        fresh = self._restore(driver.flow_id, incarnation) or self._restart(driver, incarnation)
         if fresh is None:
             return
+        fresh_record = self._record_of(fresh)
         for event in redeliver:
-            self._uncommitted.setdefault(flow_id, []).append(event)
+            fresh_record.uncommitted.append(event)
             fresh.post(event)
         if any(isinstance(e, KillRequested) for e in driver.take_mailbox()):
             fresh.post(KillRequested())
 
     def _restart(self, old: FlowDriver, incarnation: int) -> FlowDriver | None:
         """Start a never-checkpointed flow again from its start record."""
-        state = old.state
         start = old.initial_state.start_record
         if start is None:
             log.error("flow %s has no checkpoint and no start record: can't retry it", old.flow_id)
             return None
-        flow = self._build(type(old.flow), old.flow_id, start.kind, start.args)
+        flow = build(type(old.flow), old.flow_id, start.kind, start.args)
         fresh_state = replace(old.initial_state, incarnation=incarnation)
         driver = FlowDriver(self, fresh_state, flow)
-        self.drivers[state.flow_id] = driver
+        self.flows.attach(driver)
         driver.post(DoRemainingWork())
         return driver
 
@@ -613,7 +532,7 @@ class FlowRuntime:
         self.hospital.admit(state, self.ports.now(), verdict)
 
     def _verdict(self, flow_id: str, driver: FlowDriver, event: Event) -> None:
-        if self.drivers.get(flow_id) is driver:
+        if self.flows.driver(flow_id) is driver:
             driver.post(event)
 
     def now(self) -> datetime:
@@ -626,33 +545,4 @@ class FlowRuntime:
         return self.ports.uuid()
 
 
-def _log_publish_error(error: BaseException | None) -> None:
-    if error is not None:
-        log.warning("publishing a session rejection failed: %r", error)
-
-
-def _entry(data: bytes) -> Entry:
-    entry = codec.decode(data)
-    if not isinstance(entry, Entry):
-        raise DeserializationError(f"journal entry is a {type(entry).__name__}")
-    return entry
-
-
-def _decoded_error(data: bytes) -> BaseException:
-    try:
-        error = codec.decode(data)
-    except DeserializationError as exc:
-        return exc
-    return error if isinstance(error, BaseException) else ParleyError(repr(error))
-
-
-__all__ = [
-    "FlowHandle",
-    "FlowRuntime",
-    "KilledFlowException",
-    "RuntimePorts",
-    "client_flow_id",
-    "flow_id_for",
-    "responder_flow_id",
-    "shard_of",
-]
+__all__ = ["FlowRuntime", "RuntimePorts"]

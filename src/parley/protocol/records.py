@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+#: Longest client id accepted (a client id is an index key and travels in every re-attach).
+MAX_CLIENT_ID = 512
+
+
 class FlowStatus(StrEnum):
     """The persisted status of a flow."""
 
@@ -119,6 +123,7 @@ StoreOp = (
 )
 
 __all__ = [
+    "MAX_CLIENT_ID",
     "DeleteFlow",
     "FlowStatus",
     "FlowWrite",

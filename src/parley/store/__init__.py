@@ -5,7 +5,7 @@ machine emits, atomically, and reads back what a restarting node needs. See
 :mod:`parley.store.schema` for the tables and :mod:`parley.store.sqlite` for the rules.
 """
 
-from parley.store.connection import classify_sqlite_error
+from parley.store.connection import classify_sqlite_error, copy_database
 from parley.store.rows import FlowSummary, StoredFlow, StoredResult
 from parley.store.schema import SchemaVersionError
 from parley.store.sqlite import SqliteStore
@@ -17,4 +17,5 @@ __all__ = [
     "StoredFlow",
     "StoredResult",
     "classify_sqlite_error",
+    "copy_database",
 ]

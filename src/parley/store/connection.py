@@ -103,6 +103,24 @@ def connect(path: str, *, synchronous: str, busy_timeout: float, readonly: bool)
     return conn
 
 
+def copy_database(source: str | Path, target: str | Path) -> None:
+    """Copy a database, consistently even while a node writes it, into one self-contained file.
+
+    Uses SQLite's online backup, so the copy is a snapshot of committed data; the copy is put in
+    rollback-journal mode so that it is one file, with no WAL beside it.
+    """
+    src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
 def split_script(script: str) -> Iterator[str]:
     """Split an SQL script into statements (``;`` inside strings, comments and triggers kept)."""
     start = 0
@@ -123,5 +141,6 @@ __all__ = [
     "SqliteError",
     "classify_sqlite_error",
     "connect",
+    "copy_database",
     "split_script",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import assert_never
 
 from parley.protocol.records import (
+    MAX_CLIENT_ID,
     DeleteFlow,
     FlowWrite,
     PutCheckpoint,
@@ -24,8 +25,6 @@ from parley.protocol.records import (
 from parley.store import schema
 from parley.store.connection import Connection
 
-#: Longest client id accepted (a client id is an index key and travels in every re-attach).
-MAX_CLIENT_ID = 512
 #: ``progress_step`` is truncated to this many characters (it is only shown to operators).
 MAX_PROGRESS_STEP = 256
 #: Statements a :class:`FlowWrite` may run: data changes only, never transaction control.

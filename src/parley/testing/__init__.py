@@ -1,6 +1,16 @@
-"""Testing support: MockNetwork runs nodes in-process on an in-memory network."""
+"""The test kit: in-process networks, a hand-driven peer over real NATS, and the replay checker."""
 
 from parley.testing.mock import FlowStillRunning, MockFlowHandle, MockNetwork, MockNode, Transfer
 from parley.testing.peer import HandPeer
+from parley.testing.replay import ReplayReport, replay_database
 
-__all__ = ["FlowStillRunning", "HandPeer", "MockFlowHandle", "MockNetwork", "MockNode", "Transfer"]
+__all__ = [
+    "FlowStillRunning",
+    "HandPeer",
+    "MockFlowHandle",
+    "MockNetwork",
+    "MockNode",
+    "ReplayReport",
+    "Transfer",
+    "replay_database",
+]

@@ -7,7 +7,8 @@ and :meth:`MockNetwork.restart_node` puts the un-acked ones back, as a broker wo
 
 Nothing runs until you pump: :meth:`MockNetwork.run_network` goes round the nodes in creation order,
 delivering one message to each and then running that node's work until it is idle, until no node has
-anything left. Time is virtual: when everything is idle, the clock jumps to the next timer.
+anything left. Time is virtual: when everything is idle, the clock jumps to the next timer (with
+``auto_advance=False`` it stays put, and only timers already due fire).
 
 By default each node's store is an in-memory database. With ``MockNetwork(data_dir=DIR)`` node
 ``N`` keeps it in ``DIR/N.sqlite`` instead, and a node created on a file that already holds flows
@@ -189,8 +190,8 @@ class MockNode:
         #: The node's flow hospital (kept across restarts so tests can read every admission).
         self.hospital = Hospital(random=self.rng.random)
         self.runtime = self._new_runtime()
-        if path is not None:
-            self.runtime.restore_all()  # a database written earlier: its flows carry on
+        if path is not None:  # a database written earlier: its flows carry on
+            self.runtime.restore_flows(self.store.runnable_flow_ids())
 
     def _new_runtime(self) -> FlowRuntime:
         runtime = FlowRuntime(
@@ -251,7 +252,7 @@ class MockNode:
     @property
     def live_flows(self) -> list[str]:
         """Ids of the flows in memory on this node."""
-        return list(self.runtime.drivers)
+        return [driver.flow_id for driver in self.runtime.live_drivers()]
 
     # ---- pumping ----------------------------------------------------------------------------
     def _deliver_one(self) -> bool:
@@ -273,8 +274,7 @@ class MockNode:
         return True
 
     def _restart(self) -> None:
-        for driver in list(self.runtime.drivers.values()):
-            driver.close()
+        self.runtime.close_all()
         self.generation += 1
         self.work.clear()
         if self.held_operations is not None:
@@ -283,7 +283,7 @@ class MockNode:
         self.in_flight.clear()
         self.queue.extendleft(reversed(redeliver))
         self.runtime = self._new_runtime()
-        self.runtime.restore_all()
+        self.runtime.restore_flows(self.store.runnable_flow_ids())
 
     def __repr__(self) -> str:
         return f"<MockNode {self.name}>"
@@ -355,7 +355,7 @@ class MockNetwork:
                 while (max_steps is None or steps < max_steps) and node._work_one():
                     steps += 1
                     progressed = True
-            if not progressed and not (self.auto_advance and self._fire_next_timer()):
+            if not progressed and not self._fire_next_timer(due_only=not self.auto_advance):
                 break
         return steps
 
@@ -366,8 +366,11 @@ class MockNetwork:
             self._fire_next_timer()
         self.now = max(self.now, target)
 
-    def _fire_next_timer(self) -> bool:
+    def _fire_next_timer(self, *, due_only: bool = False) -> bool:
+        """Hand the next timer to its node; with ``due_only``, only if it is due already."""
         while self._timers:
+            if due_only and self._timers[0].when > self.now:
+                return False
             timer = heapq.heappop(self._timers)
             node = self.nodes.get(timer.node)
             if node is None or timer.generation != node.generation:
