@@ -2,8 +2,9 @@
 
 The action-ordering contract
 ----------------------------
-A :class:`Transition` lists actions that the executor (``parley.actors.executor``) performs **in
-order**, then obeys the continuation. The transitions build lists that keep these rules:
+A :class:`Transition` lists actions that the executor (the flow's driver,
+``parley.engine.driver.FlowDriver``, through its host) performs **in order**, then obeys the
+continuation. The transitions build lists that keep these rules:
 
 1. :class:`PersistCheckpoint` comes first when present. Its operations commit atomically in one
    transaction; the executor performs **no** later action until the commit succeeded.

@@ -13,6 +13,7 @@ message id (see :mod:`parley.protocol.ids`) that also travels as the ``Nats-Msg-
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,6 +23,15 @@ from parley.protocol.errors import DeserializationError
 
 #: Version of the envelope format.
 WIRE_VERSION = 1
+
+#: The rule for node names: 1-128 characters from ``A-Z a-z 0-9 _ -``, so that a name is always
+#: one token of a NATS subject and a valid part of a JetStream stream name.
+NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def is_node_name(name: object) -> bool:
+    """Whether ``name`` is a valid node name (see :data:`NODE_NAME`)."""
+    return isinstance(name, str) and NODE_NAME.match(name) is not None
 
 
 @codec.serializable(name="p.FlowInfo")
@@ -273,6 +283,7 @@ __all__ = [
     "BATCH",
     "KINDS",
     "MAX_BATCH",
+    "NODE_NAME",
     "WIRE_VERSION",
     "Confirm",
     "Data",
@@ -289,5 +300,6 @@ __all__ = [
     "decode_envelopes",
     "encode_batch",
     "encode_envelope",
+    "is_node_name",
     "kind_of",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
 #: Longest client id accepted (a client id is an index key and travels in every re-attach).
 MAX_CLIENT_ID = 512
 

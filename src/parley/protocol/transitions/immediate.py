@@ -5,18 +5,14 @@ These never touch the network or the store. They resume the flow at once with th
 
 from __future__ import annotations
 
-import re
-
 from parley.protocol import codec
 from parley.protocol.actions import Resume, Transition
 from parley.protocol.errors import FlowUsageError, SerializationError
 from parley.protocol.events import InitiateFlow, SubFlowEntered, SubFlowLeft, ValueRecorded
 from parley.protocol.evolve import replace
+from parley.protocol.messages import is_node_name
 from parley.protocol.state import Entry, FlowState, SessionState, SessionStatus, session_id_for
 from parley.protocol.transitions.common import require, resume, throw
-
-#: A node name: what may appear as a token of a NATS subject.
-NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def _running(state: FlowState, what: str) -> None:
@@ -40,7 +36,7 @@ def initiate_flow(state: FlowState, event: InitiateFlow) -> Transition:
                 "@initiating_flow (nor is any enclosing flow)"
             ),
         )
-    if not isinstance(event.destination, str) or not NODE_NAME.match(event.destination):
+    if not is_node_name(event.destination):
         return _fail(
             state, key, FlowUsageError(f"Could not resolve destination: {event.destination!r}")
         )
@@ -87,4 +83,4 @@ def value_recorded(state: FlowState, event: ValueRecorded) -> Transition:
     return Transition(state.with_journal(Entry(event.key, outcome)), (), Resume(event.value))
 
 
-__all__ = ["NODE_NAME", "initiate_flow", "subflow_entered", "subflow_left", "value_recorded"]
+__all__ = ["initiate_flow", "subflow_entered", "subflow_left", "value_recorded"]
