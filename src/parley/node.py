@@ -13,12 +13,14 @@ Without ``nats_url`` the node starts its own ``nats-server`` (from the ``nats-se
 with JetStream in ``data_dir/nats`` on a free loopback port, and stops it on exit: handy for one
 machine; nodes of a network share one NATS server or cluster instead.
 
-The actors (see ``docs/architecture.md``): Persistence (the SQLite writer, group commit),
-FlowWorker shards (host the flows), SessionRouter (routes inbound messages), FlowManager (starts
-and restores flows), Hospital; plus the Messaging bridge that owns the NATS connection on its own
-asyncio thread, a timer thread and a pool for external operations. Start-up restores every
-runnable flow before any peer message is consumed; stop lets queued work finish and keeps every
-checkpoint.
+What runs inside (see ``docs/architecture.md``): the pykka actors of :mod:`parley.actors` —
+Persistence (the only SQLite writer, group commit), the FlowWorker shards (each hosts a
+:class:`~parley.engine.runtime.FlowRuntime`, whose drivers are the flows), the FlowManager
+(restores flows at start-up, sums counters) and the Hospital; the NATS bridge of
+:mod:`parley.transport`, which owns the connection on its own asyncio thread and runs the
+SessionRouter there; a timer thread and a pool of threads for external operations. Start-up
+restores every runnable flow before any peer message is routed; stop lets queued work finish and
+keeps every checkpoint.
 """
 
 from __future__ import annotations
