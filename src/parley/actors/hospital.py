@@ -8,6 +8,7 @@ budgets and records are per node, not per worker.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,8 @@ import pykka
 from parley.actors.base import Actor
 from parley.engine.hospital import Admission, Hospital, Verdict
 from parley.protocol.state import FlowState
+
+log = logging.getLogger("parley.hospital")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,12 @@ class HospitalActor(Actor):
     def on_receive(self, message: object) -> object:
         match message:
             case _Admit(state=state, now=now, verdict=verdict):
-                self.hospital.admit(state, now, verdict)
+                try:
+                    self.hospital.admit(state, now, verdict)
+                except Exception:
+                    # A bug in the policy or a verdict callback must not stop the node's only
+                    # hospital: the flow stays errored (it is retried at the next restart).
+                    log.exception("admitting flow %s failed", state.flow_id)
             case _Discharge(flow_id=flow_id):
                 self.hospital.discharge(flow_id)
             case "records":
@@ -55,7 +63,10 @@ class ActorHospital:
         self.ref = ref
 
     def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None:
-        self.ref.tell(_Admit(state, now, verdict))
+        try:
+            self.ref.tell(_Admit(state, now, verdict))
+        except pykka.ActorDeadError:  # the node is stopping: the flow is retried at its restart
+            log.info("hospital stopped; flow %s waits for the next start", state.flow_id)
 
     def discharge(self, flow_id: str) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

@@ -1,20 +1,26 @@
 """The flow hospital: every transition that leaves a flow errored is admitted here.
 
-Each member of the staff looks at the newest error and its cause chain and may give a diagnosis; the
-first one that does decides. Retry budgets are counted per flow, per suspension point and per staff
-member, so a flow that makes progress gets a fresh budget.
+Each member of the staff looks at the newest error and may give a diagnosis; the first one that
+does decides, in the order of the table. Retry budgets are counted per flow, per suspension point
+and per staff member, so a flow that makes progress gets a fresh budget.
 
-============================================  ==============================================
-error (anywhere in the cause chain)           outcome
-============================================  ==============================================
-HospitalizeFlowException                      keep for observation
-NonDeterministicFlowError, undecodable state  keep for observation
-FlowTimeoutException                          retry from the last checkpoint, unlimited
-SQLite "database is locked"                   retry, unlimited, with backoff
-SQLite constraint violation                   retry 3 times, then propagate
-an action failed (commit, send, ...)          retry 3 times, then keep for observation
-anything else                                 propagate: the flow fails, peers are told
-============================================  ==============================================
+The "where" column says where in the error's cause chain a staff member looks: ``anywhere`` is
+the error itself or any exception reached from it through ``__cause__``/``__context__`` (see
+:func:`causes`; the framework wraps the errors of failed actions, and flows may wrap errors too),
+``itself`` is the error alone (see :meth:`Hospital.diagnose` for why a timeout is matched so).
+
+========================================  ========  =========================================
+error                                     where     outcome
+========================================  ========  =========================================
+HospitalizeFlowException                  anywhere  keep for observation
+NonDeterministicFlowError                 anywhere  keep for observation
+DeserializationError (undecodable state)  anywhere  keep for observation
+FlowTimeoutException                      itself    retry from the last checkpoint, unlimited
+SQLite "database is locked"               anywhere  retry, unlimited, with :func:`backoff`
+SQLite constraint violation               anywhere  retry 3 times, then propagate
+StateTransitionError (commit, send, ...)  anywhere  retry 3 times, then keep for observation
+anything else                                       propagate: the flow fails, peers are told
+========================================  ========  =========================================
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -60,13 +66,22 @@ log = logging.getLogger("parley.hospital")
 
 
 class Outcome(StrEnum):
+    """What the hospital does with an admitted flow."""
+
+    #: Fail the flow and tell its counterparties (:class:`StartErrorPropagation`).
     PROPAGATE = "propagate"
+    #: Restore the flow from its last checkpoint (:class:`RetryFromCheckpoint`).
     RETRY = "retry"
+    #: Park the flow as HOSPITALIZED until a restart or an operator (:class:`KeepForObservation`).
     OBSERVE = "observe"
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
+    """The verdict of one staff member on one admission."""
+
+    #: The staff member who decided: ``"sedation"``, ``"determinism"``, ``"timeout"``,
+    #: ``"locked"``, ``"constraint"``, ``"transition"`` or ``"general"``.
     staff: str
     outcome: Outcome
     #: Seconds to wait before the retry.
@@ -81,6 +96,7 @@ class Admission:
     flow_id: str
     flow_class: str
     suspends: int
+    #: ``"module.QualName"`` of the newest error.
     error_type: str
     message: str
     traceback: str
@@ -89,7 +105,15 @@ class Admission:
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and its cause/context chain (each once)."""
+    """Walk ``error``'s cause chain.
+
+    Args:
+        error: The exception to start from.
+
+    Yields:
+        ``error``, then at each step the ``__cause__`` of the previous exception if it has one,
+        else its ``__context__``; each exception once, so a cyclic chain ends.
+    """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -99,14 +123,47 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def backoff(attempt: int, jitter: float) -> float:
-    """Seconds before retry ``attempt`` (0 = first): immediate, then growing, capped at 120."""
+    """Seconds to wait before retry number ``attempt``; a pure function of its arguments.
+
+    The formula: ``0`` for ``attempt == 0`` (the first retry is immediate), else::
+
+        max(10, min(120, 10 + jitter * min(110, 5 * 1.5 ** attempt)))
+
+    So with ``jitter`` in ``[0, 1]`` the delay is 10 s plus a jittered share of a part that grows
+    by half each attempt: between 10 s and ``min(120, 10 + 5 * 1.5**attempt)`` s, and never more
+    than 120 s (reached with ``jitter == 1`` from attempt 8 on). ``jitter == 0`` gives a flat
+    10 s. The hospital draws ``jitter`` from its injected random source, so that many flows locked
+    out at once do not all come back at the same moment.
+
+    Args:
+        attempt: How many retries this staff member already gave at this suspension point.
+        jitter: A number in ``[0, 1]``, normally from the random source.
+
+    Returns:
+        The delay in seconds.
+    """
     if attempt == 0:
         return 0.0
-    return max(10.0, min(120.0, 10 + jitter * min(110.0, 10 * 1.5**attempt / 2)))
+    # 5 * 1.5**8 > 110 already: clamping the exponent changes nothing but keeps 1.5**attempt
+    # from overflowing (OverflowError from attempt 1751 on: five hours of locked retries or more).
+    growth = 5.0 * 1.5 ** min(attempt, 16)
+    return max(10.0, min(120.0, 10.0 + jitter * min(110.0, growth)))
+
+
+def _anywhere(chain: Sequence[BaseException], *kinds: type[BaseException]) -> bool:
+    return any(isinstance(e, kinds) for e in chain)
 
 
 class Hospital:
-    """Diagnoses errored flows and turns the diagnosis into the event that carries it out."""
+    """Diagnoses errored flows and turns the diagnosis into the event that carries it out.
+
+    Args:
+        max_retries: The retry budget of the constraint and transition staff, per flow and
+            suspension point.
+        random: Returns the jitter of the locked staff's :func:`backoff`, in ``[0, 1)``; inject a
+            seeded source for deterministic runs. Defaults to a constant 0.5.
+        max_records: How many :class:`Admission` records :attr:`records` keeps.
+    """
 
     def __init__(
         self,
@@ -122,12 +179,27 @@ class Hospital:
         self.records: deque[Admission] = deque(maxlen=max_records)
 
     def admit(self, state: FlowState, now: datetime, verdict: Verdict) -> None:
-        """Admit an errored flow; ``verdict(event, delay)`` is called with the outcome."""
+        """Admit an errored flow and pass on the verdict (see :meth:`examine`).
+
+        Args:
+            state: The errored flow; its newest error is diagnosed.
+            now: The admission time, for the record.
+            verdict: Called once, synchronously, with the event to post and its delay.
+        """
         event, delay = self.examine(state, now)
         verdict(event, delay)
 
     def examine(self, state: FlowState, now: datetime) -> tuple[Event, float]:
-        """Diagnose the newest error of ``state``; returns the verdict event and its delay."""
+        """Diagnose the newest error of ``state`` and record the admission in :attr:`records`.
+
+        Args:
+            state: The errored flow (``state.errors`` must be set).
+            now: The admission time, for the record.
+
+        Returns:
+            The verdict event (:class:`RetryFromCheckpoint`, :class:`KeepForObservation` or
+            :class:`StartErrorPropagation`) and the seconds to wait before posting it.
+        """
         assert state.errors is not None
         error = state.errors.errors[-1].exception
         diagnosis = self.diagnose(state, error)
@@ -164,13 +236,32 @@ class Hospital:
         return event, diagnosis.delay
 
     def diagnose(self, state: FlowState, error: BaseException) -> Diagnosis:
-        chain = list(causes(error))
-        if any(isinstance(e, HospitalizeFlowException) for e in chain):
+        """Ask the staff, in order, what to do with ``error``; the first match decides.
+
+        A diagnosis that retries uses up one unit of that staff member's budget for
+        ``(state.flow_id, state.suspends)``.
+
+        Args:
+            state: The errored flow (for its id and suspension point).
+            error: The error to diagnose, usually the newest of ``state.errors``.
+
+        Returns:
+            The diagnosis; ``"general"`` (propagate) when no other staff member matches.
+        """
+        chain = tuple(causes(error))
+        if _anywhere(chain, HospitalizeFlowException):
             return Diagnosis("sedation", Outcome.OBSERVE)
-        if any(isinstance(e, NonDeterministicFlowError | DeserializationError) for e in chain[:1]):
+        if _anywhere(chain, NonDeterministicFlowError, DeserializationError):
             return Diagnosis("determinism", Outcome.OBSERVE)
+        # The timeout staff looks at the error itself only. A FlowTimeoutException deeper in the
+        # chain means the flow's code caught the timeout and raised something else (or wrapped
+        # it with ``raise ... from``): the flow decided how a timeout ends, and its error must
+        # reach its peers. Retrying it "unlimited" would also never end: the retried flow times
+        # out at the same point, handles it the same way, and is admitted again.
         if isinstance(error, FlowTimeoutException):
             return Diagnosis("timeout", Outcome.RETRY)
+        # classify_sqlite_error walks both __cause__ and __context__ of each exception; "locked"
+        # wins over "constraint" when both appear.
         kinds = {classify_sqlite_error(e) for e in chain}
         if "locked" in kinds:
             attempt = self._count(state, "locked")
@@ -179,7 +270,7 @@ class Hospital:
             if self._count(state, "constraint") < self.max_retries:
                 return Diagnosis("constraint", Outcome.RETRY)
             return Diagnosis("constraint", Outcome.PROPAGATE)
-        if isinstance(error, StateTransitionError):
+        if _anywhere(chain, StateTransitionError):
             if self._count(state, "transition") < self.max_retries:
                 return Diagnosis("transition", Outcome.RETRY)
             return Diagnosis("transition", Outcome.OBSERVE)
@@ -193,7 +284,11 @@ class Hospital:
         return count
 
     def discharge(self, flow_id: str) -> None:
-        """Forget the retry budgets of a flow that ended."""
+        """Forget the retry budgets of a flow that ended.
+
+        Args:
+            flow_id: The flow; the budgets of other flows are kept.
+        """
         for key in [k for k in self._retries if k[0] == flow_id]:
             del self._retries[key]
 
