@@ -1,4 +1,4 @@
-"""The NATS bridge against a real nats-server: delivery, acks, dedup, crashes, request/reply."""
+"""The NATS bridge against a real nats-server: delivery, acks, dedup, crashes."""
 
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ from parley.transport.bridge import (
     Delivery,
     MessagingError,
     NatsBridge,
-    NoResponderError,
     Outgoing,
-    RequestTimeoutError,
     stream_name,
 )
 from parley.transport.natsserver import EmbeddedNatsServer
@@ -454,70 +452,6 @@ def test_publishing_to_an_invalid_node_name_raises_value_error(bridges: Bridges)
     a = bridges.start("A")
     with pytest.raises(ValueError, match="invalid node name"):
         a.publish([message("B.>", "A", "m")], Outcome())
-
-
-# ------------------------------------------------------------------------------------------
-# Core request/reply (for the RPC layer)
-# ------------------------------------------------------------------------------------------
-
-
-def test_a_request_gets_the_reply_of_a_subscriber(bridges: Bridges) -> None:
-    a = bridges.start("A")
-    b = bridges.start("B")
-    b.subscribe("parley.rpc.B.upper", lambda data, reply: reply(data.upper()))
-
-    assert a.request("parley.rpc.B.upper", b"ping", timeout=2.0) == b"PING"
-
-
-def test_a_subscriber_may_reply_later_from_another_thread(bridges: Bridges) -> None:
-    a = bridges.start("A")
-    b = bridges.start("B")
-    pending: queue.Queue[tuple[bytes, Callable[[bytes], None]]] = queue.Queue()
-    b.subscribe("parley.rpc.B.slow", lambda data, reply: pending.put((data, reply)))
-    answers: queue.Queue[bytes] = queue.Queue()
-    caller = threading.Thread(
-        target=lambda: answers.put(a.request("parley.rpc.B.slow", b"x", timeout=WAIT))
-    )
-    caller.start()
-
-    data, reply = pending.get(timeout=WAIT)
-    reply(data + b"-answered")
-
-    assert answers.get(timeout=WAIT) == b"x-answered"
-    caller.join(WAIT)
-
-
-def test_a_request_nobody_listens_to_fails_with_no_responder_error(bridges: Bridges) -> None:
-    a = bridges.start("A")
-    with pytest.raises(NoResponderError):
-        a.request("parley.rpc.nobody.there", b"", timeout=2.0)
-
-
-def test_a_request_without_a_reply_in_time_fails_with_request_timeout_error(
-    bridges: Bridges,
-) -> None:
-    a = bridges.start("A")
-    b = bridges.start("B")
-    b.subscribe("parley.rpc.B.silent", lambda data, reply: None)
-    with pytest.raises(RequestTimeoutError):
-        a.request("parley.rpc.B.silent", b"", timeout=0.2)
-
-
-def test_request_refuses_to_run_on_the_messaging_loop_thread(bridges: Bridges) -> None:
-    a = bridges.start("A")
-    errors: queue.Queue[BaseException] = queue.Queue()
-
-    def handler(data: bytes, reply: Callable[[bytes], None]) -> None:
-        try:
-            a.request("parley.rpc.A.other", b"", timeout=1.0)
-        except BaseException as exc:
-            errors.put(exc)
-        reply(b"done")
-
-    a.subscribe("parley.rpc.A.nested", handler)
-
-    assert a.request("parley.rpc.A.nested", b"", timeout=WAIT) == b"done"
-    assert isinstance(errors.get(timeout=WAIT), RuntimeError)
 
 
 # ------------------------------------------------------------------------------------------

