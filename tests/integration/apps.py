@@ -6,6 +6,7 @@ file first, so the flow's replay after the restart runs past the same point.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from parley import (
     FlowLogic,
     FlowSession,
+    FlowUsageError,
     HospitalizeFlowException,
     initiated_by,
     initiating_flow,
@@ -133,3 +135,14 @@ class Waits(FlowLogic[str]):
         if self.observe:
             raise HospitalizeFlowException("please look at this")
         return "woke"
+
+
+class AwaitsAsyncio(FlowLogic[str]):
+    """Awaits asyncio.sleep with a delay (which asks for the running loop) and reports the error."""
+
+    async def call(self) -> str:
+        try:
+            await asyncio.sleep(0.01)
+        except FlowUsageError as exc:
+            return str(exc)
+        return "not caught"

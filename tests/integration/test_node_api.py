@@ -11,7 +11,7 @@ from parley import FlowUsageError, KilledFlowException
 from parley.node import Node, NodeConfig, NodeError
 from parley.protocol.records import FlowStatus
 from parley.transport.natsserver import EmbeddedNatsServer
-from tests.integration.apps import Waits
+from tests.integration.apps import AwaitsAsyncio, Waits
 from tests.integration.nodes import wait_for
 
 pytestmark = pytest.mark.integration
@@ -102,3 +102,12 @@ def test_a_node_without_a_nats_url_runs_its_own_server_and_stops_it(tmp_path: Pa
         assert node.start_flow(Waits(0.01)).result(10) == "woke"
     assert not node.running
     assert not Path(f"/proc/{pid}").exists()  # stopped by PID
+
+
+def test_awaiting_asyncio_in_a_flow_on_a_node_gives_the_documented_usage_error(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        message = node.start_flow(AwaitsAsyncio()).result(10)
+    assert message.startswith("flows may only await Parley operations")
+    assert "asyncio.tasks.sleep()" in message

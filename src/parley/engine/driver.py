@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from parley.engine.foreign import awaitable_name, enter_flow_code, leave_flow_code
 from parley.engine.logcontext import flow_log_context
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import ProgressTracker, tracker_of
@@ -401,32 +402,25 @@ class FlowDriver:
     def _step(self, advance: Callable[[], object]) -> None:
         """Advance the coroutine until it suspends on a live request, finishes or fails."""
         while True:
+            ended: FlowFinished | FlowFailed | None = None
+            previous_loop = enter_flow_code(self.state.flow_class)
             try:
                 yielded = advance()
             except StopIteration as stop:
-                if self._check_replay_error():
-                    return
-                if self._replaying or self.state.restored_pending is not None:
-                    self._nondeterminism("finished before reaching its checkpointed request")
-                    self._check_replay_error()
-                    return
-                self._process(FlowFinished(stop.value))
-                return
+                ended = FlowFinished(stop.value)
             except BaseException as exc:
-                if self._check_replay_error():
-                    return
-                if self._replaying or self.state.restored_pending is not None:
-                    self._nondeterminism(f"raised {exc!r} while replaying its journal")
-                    self._check_replay_error()
-                    return
-                self._process(FlowFailed(exc))
+                ended = FlowFailed(exc)
+            finally:
+                leave_flow_code(previous_loop)
+            if ended is not None:
+                self._ended(ended)
                 return
             if self._check_replay_error():
                 return
             if not isinstance(yielded, REQUEST_TYPES):
                 error = FlowUsageError(
                     f"flows may only await Parley operations, but {self.state.flow_class} "
-                    f"awaited {_awaitable_name(self._coro, yielded)}"
+                    f"awaited {awaitable_name(self._coro, yielded)}"
                 )
                 advance = _thrower(self._coro, error)
                 continue
@@ -446,6 +440,19 @@ class FlowDriver:
             self.state = replace(self.state, progress_step=self._progress_label())
             self._process(Suspended(request))
             return
+
+    def _ended(self, event: FlowFinished | FlowFailed) -> None:
+        """The flow's code returned or raised: finish or fail it (unless it was replaying)."""
+        if self._check_replay_error():
+            return
+        if self._replaying or self.state.restored_pending is not None:
+            if isinstance(event, FlowFinished):
+                self._nondeterminism("finished before reaching its checkpointed request")
+            else:
+                self._nondeterminism(f"raised {event.error!r} while replaying its journal")
+            self._check_replay_error()
+            return
+        self._process(event)
 
     def _replay_step(self, request: Request) -> Callable[[], object]:
         try:
@@ -498,21 +505,6 @@ class FlowDriver:
 
 def _thrower(coro: Coroutine[Any, Any, Any], error: BaseException) -> Callable[[], object]:
     return lambda: coro.throw(error)
-
-
-def _awaitable_name(coro: Coroutine[Any, Any, Any], yielded: object) -> str:
-    """Name the foreign awaitable the flow is stuck in (the deepest non-Parley coroutine)."""
-    awaited: Any = getattr(coro, "cr_await", None)
-    name = None
-    while awaited is not None:
-        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if code is not None:
-            module = frame.f_globals.get("__name__", "?") if frame is not None else "?"
-            if not module.startswith("parley.") and name is None:
-                name = f"{module}.{code.co_qualname}()"
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-    return name or f"an object that yielded {yielded!r}"
 
 
 __all__ = ["FlowDriver", "FlowHost"]
