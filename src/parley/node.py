@@ -26,7 +26,6 @@ keeps every checkpoint.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import threading
 import uuid
@@ -34,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import pykka
@@ -43,6 +42,7 @@ from parley.actors.hospital import ActorHospital, HospitalActor
 from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
 from parley.actors.worker import Deliver, FlowWorker, KillFlow, StartFlow, WorkerServices
+from parley.engine.apps import app_migrations, load_apps
 from parley.engine.handles import FlowHandle, client_flow_id, shard_of
 from parley.engine.hospital import Admission, Hospital
 from parley.engine.logcontext import install as install_logging
@@ -74,6 +74,8 @@ class NodeConfig:
     nats_url: str | None = None
     #: Modules to import: their flows are registered, their MIGRATIONS applied.
     apps: Sequence[str] = ()
+    #: Directories searched for the apps before the installed packages (``--app-path``).
+    app_paths: Sequence[Path] = ()
     #: Flows kept in memory at most; waiting flows beyond this are passivated.
     max_live_flows: int = 10_000
     #: Number of FlowWorker shards (threads that run flows).
@@ -166,7 +168,7 @@ class Node:
         return self
 
     def _start(self, config: NodeConfig) -> None:
-        modules = [importlib.import_module(app) for app in config.apps]
+        modules = load_apps(config.apps, config.app_paths)
         registry = config.registry or FlowRegistry.from_apps(modules)
         if self.url is None:
             self.nats = EmbeddedNatsServer(
@@ -174,7 +176,9 @@ class Node:
             )
             self.url = self.nats.start()
         persistence = Persistence.start(
-            self.db_path, synchronous=config.synchronous, migrations=_migrations_of(modules)
+            self.db_path,
+            synchronous=config.synchronous,
+            migrations=[AppMigrations(*found) for found in app_migrations(modules)],
         )
         self._persistence = persistence
         self._actors.append(persistence)
@@ -361,15 +365,6 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.config.name} {'running' if self.running else 'stopped'}>"
-
-
-def _migrations_of(modules: Sequence[ModuleType]) -> list[AppMigrations]:
-    migrations = []
-    for module in modules:
-        scripts = getattr(module, "MIGRATIONS", None)
-        if scripts:
-            migrations.append(AppMigrations(module.__name__, tuple(scripts)))
-    return migrations
 
 
 __all__ = ["Node", "NodeConfig", "NodeError"]

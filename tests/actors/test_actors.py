@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ import pytest
 from parley.actors.hospital import ActorHospital, HospitalActor
 from parley.actors.persistence import AppMigrations, Commit, CommitStats, Persistence
 from parley.engine.hospital import Hospital, Outcome
+from parley.engine.logcontext import FlowIdFilter
 from parley.protocol.errors import FlowTimeoutException, StateTransitionError
 from parley.protocol.events import (
     Event,
@@ -375,3 +377,21 @@ def test_admitting_through_a_stopped_hospital_actor_is_harmless() -> None:
     port.admit(errored(ValueError("late")), NOW, lambda event, delay: None)
 
     assert not ref.is_alive()
+
+
+def test_the_hospital_actors_log_line_carries_the_flow_id(hospital: ActorHospital) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    handler.addFilter(FlowIdFilter())
+    logger = logging.getLogger("parley.hospital")
+    logger.addHandler(handler)
+    try:
+        Verdicts(hospital).admit(errored(ValueError("bug"), flow_id="f7")).result(WAIT)
+    finally:
+        logger.removeHandler(handler)
+    assert [getattr(r, "flow_id", None) for r in records] == ["f7"]

@@ -75,7 +75,23 @@ def test_an_app_that_does_not_exist_stops_the_node_with_a_clear_error(tmp_path: 
     args += ["--nats", "nats://127.0.0.1:1", "--app", "no_such_module_here"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert "can't import app 'no_such_module_here'" in result.output
+    assert "app 'no_such_module_here' can't be imported" in result.output
+    assert "--app-path" in result.output
+    assert "PYTHONPATH" in result.output
+
+
+def test_an_app_outside_the_installed_packages_is_found_through_app_path(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "myapp_for_cli_test"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "trade.py").write_text("from parley import FlowLogic\n")
+    args = ["node", "run", "--name", "alice", "--data-dir", str(tmp_path / "alice")]
+    args += ["--nats", "nats://127.0.0.1:1", "--app", "myapp_for_cli_test.trade"]
+    args += ["--app-path", str(tmp_path / "src"), "--passivate-after", "5"]
+    result = runner.invoke(app, args)
+    assert "can't be imported" not in result.output
+    assert result.exit_code == 1  # the app loaded; the node then found no NATS server
+    assert "failed to start" in result.output
 
 
 def test_a_node_that_cannot_reach_nats_fails_fast_with_a_clear_error(tmp_path: Path) -> None:

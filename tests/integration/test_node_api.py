@@ -9,6 +9,7 @@ import pytest
 
 from parley import FlowUsageError, KilledFlowException
 from parley.node import Node, NodeConfig, NodeError
+from parley.protocol.errors import ClientIdInUseError
 from parley.protocol.records import FlowStatus
 from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.apps import AwaitsAsyncio, Waits
@@ -29,12 +30,12 @@ def test_a_client_id_returns_the_same_flow_and_its_result_also_after_a_restart(
 ) -> None:
     with Node(config(tmp_path, nats_server)) as node:
         first = node.start_flow(Waits(0.05), client_id="order-1")
-        again = node.start_flow(Waits(999), client_id="order-1")
+        again = node.start_flow(Waits(0.05), client_id="order-1")
         assert again.flow_id == first.flow_id
         assert first.result(10) == "woke"
         assert again.result(10) == "woke"
     with Node(config(tmp_path, nats_server)) as node:
-        later = node.start_flow(Waits(999), client_id="order-1")
+        later = node.start_flow(Waits(0.05), client_id="order-1")
         assert later.flow_id == first.flow_id
         assert later.result(10) == "woke"
         assert [f.status for f in node.flows()] == [FlowStatus.COMPLETED]
@@ -111,3 +112,15 @@ def test_awaiting_asyncio_in_a_flow_on_a_node_gives_the_documented_usage_error(
         message = node.start_flow(AwaitsAsyncio()).result(10)
     assert message.startswith("flows may only await Parley operations")
     assert "asyncio.tasks.sleep()" in message
+
+
+def test_a_client_id_reused_for_another_flow_is_refused_by_the_node(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        first = node.start_flow(Waits(0.05), client_id="order-2")
+        with pytest.raises(ClientIdInUseError, match=first.flow_id):
+            node.start_flow(Waits(3600), client_id="order-2")
+        assert first.result(10) == "woke"
+        with pytest.raises(ClientIdInUseError, match="other arguments"):
+            node.start_flow(Waits(3600), client_id="order-2")

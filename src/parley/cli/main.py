@@ -55,6 +55,11 @@ def load_config(path: Path) -> dict[str, Any]:
     return table
 
 
+def _as_list(value: object) -> list[Any]:
+    """A parley.toml value that may be one item or a list of them."""
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 @node_app.command("run")
 def node_run(
     name: Annotated[
@@ -69,6 +74,13 @@ def node_run(
     app_modules: Annotated[
         list[str] | None, typer.Option("--app", help="Module with flows to run (repeatable).")
     ] = None,
+    app_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--app-path",
+            help="Directory to import apps from, before installed packages (repeatable).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="A parley.toml with a \\[node] table (flags win).")
     ] = None,
@@ -81,11 +93,16 @@ def node_run(
     synchronous: Annotated[
         str | None, typer.Option(help="SQLite synchronous level: FULL (default) or NORMAL.")
     ] = None,
+    passivate_after: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds a waiting flow stays in memory (default 60)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a node until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
     # Imported here, not at the top: the node pulls in pykka, NATS and SQLite, and `parley --help`
     # and shell completion should not pay for them.
+    from parley.engine.apps import AppNotFoundError  # noqa: PLC0415
     from parley.engine.logcontext import install  # noqa: PLC0415
     from parley.node import Node, NodeConfig  # noqa: PLC0415
 
@@ -95,9 +112,11 @@ def node_run(
         "nats": nats,
         "data_dir": data_dir,
         "apps": app_modules or None,
+        "app_path": app_paths or None,
         "workers": workers,
         "max_live_flows": max_live_flows,
         "synchronous": synchronous,
+        "passivate_after": passivate_after,
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
     if not settings.get("name"):
@@ -115,6 +134,7 @@ def node_run(
             data_dir=Path(settings.get("data_dir") or node_name),
             nats_url=settings.get("nats"),
             apps=list(settings.get("apps", [])),
+            app_paths=[Path(p) for p in _as_list(settings.get("app_path", []))],
             workers=int(settings.get("workers", 2)),
             max_live_flows=int(settings.get("max_live_flows", 10_000)),
             synchronous=str(settings.get("synchronous", "FULL")),
@@ -127,8 +147,8 @@ def node_run(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         node = Node(node_config).start()
-    except ModuleNotFoundError as exc:
-        typer.secho(f"error: can't import app {exc.name!r}: {exc}", err=True, fg="red")
+    except AppNotFoundError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from exc
     except Exception as exc:
         typer.secho(f"error: node {node_name} failed to start: {exc}", err=True, fg="red")

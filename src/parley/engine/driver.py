@@ -160,6 +160,9 @@ class FlowDriver:
         self._replay: deque[Entry] | None = deque(journal) if journal else None
         self._replay_error: NonDeterministicFlowError | None = None
         self._closing = False
+        #: When this incarnation began, and whether it was restored from a checkpoint (for logs).
+        self.loaded_at = host.now()
+        self.restored = journal is not None or state.persisted
         flow._parley_ctx = self
         self._coro: Coroutine[Any, Any, Any] = flow.call()
 
@@ -437,7 +440,10 @@ class FlowDriver:
                     return
                 self.post(DoRemainingWork())
                 return
-            self.state = replace(self.state, progress_step=self._progress_label())
+            step = self._progress_label()
+            if step != self.state.progress_step:
+                log.debug("progress: %s", step)
+                self.state = replace(self.state, progress_step=step)
             self._process(Suspended(request))
             return
 

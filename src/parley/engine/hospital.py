@@ -36,6 +36,7 @@ from typing import Protocol
 
 from parley.protocol.errors import (
     DeserializationError,
+    FlowException,
     FlowTimeoutException,
     HospitalizeFlowException,
     NonDeterministicFlowError,
@@ -150,6 +151,20 @@ def backoff(attempt: int, jitter: float) -> float:
     return max(10.0, min(120.0, 10.0 + jitter * min(110.0, growth)))
 
 
+def _level(diagnosis: Diagnosis, error: BaseException) -> int:
+    """WARNING for what an operator must look at; INFO for business errors and retries.
+
+    A flow kept for observation waits for an operator; a flow that fails with anything but a
+    ``FlowException`` has a bug. A ``FlowException`` is the flow's own business answer (it reaches
+    its counterparties, which log it once each at INFO too), and a retry heals itself.
+    """
+    if diagnosis.outcome is Outcome.OBSERVE:
+        return logging.WARNING
+    if diagnosis.outcome is Outcome.PROPAGATE and not isinstance(error, FlowException):
+        return logging.WARNING
+    return logging.INFO
+
+
 def _anywhere(chain: Sequence[BaseException], *kinds: type[BaseException]) -> bool:
     return any(isinstance(e, kinds) for e in chain)
 
@@ -203,7 +218,8 @@ class Hospital:
         assert state.errors is not None
         error = state.errors.errors[-1].exception
         diagnosis = self.diagnose(state, error)
-        log.warning(
+        log.log(
+            _level(diagnosis, error),
             "flow %s (%s) admitted with %s: %s -> %s by %s",
             state.flow_id,
             state.flow_class,
@@ -211,6 +227,7 @@ class Hospital:
             error,
             diagnosis.outcome,
             diagnosis.staff,
+            extra={"flow_id": state.flow_id},  # the hospital runs on its own thread
         )
         self.records.append(
             Admission(

@@ -37,10 +37,13 @@ from parley.flows.registry import FlowRegistry
 from parley.protocol import codec
 from parley.protocol.actions import ExecuteOperation, RunQuery
 from parley.protocol.errors import (
+    ClientIdInUseError,
     DeserializationError,
     FlowUsageError,
+    KilledFlowException,
     ParleyError,
     StateTransitionError,
+    type_name,
 )
 from parley.protocol.events import (
     DoRemainingWork,
@@ -138,15 +141,8 @@ class FlowRuntime:
         """
         if not isinstance(flow, FlowLogic):
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
-        if client_id is not None:
-            if len(client_id) > MAX_CLIENT_ID:
-                raise FlowUsageError(f"a client id may have at most {MAX_CLIENT_ID} characters")
-            flow_id = client_flow_id(client_id)
-            existing = self._attach(flow_id, client_id)
-            if existing is not None:
-                flow._parley_args = ((), {})  # this copy will never run
-                return existing
-        flow_id = flow_id or self.ports.uuid().replace("-", "")
+        if client_id is not None and len(client_id) > MAX_CLIENT_ID:
+            raise FlowUsageError(f"a client id may have at most {MAX_CLIENT_ID} characters")
         args, kwargs = flow._parley_args
         try:
             encoded = codec.encode((list(args), kwargs))
@@ -154,6 +150,13 @@ class FlowRuntime:
             raise FlowUsageError(
                 f"the arguments of {type(flow).__qualname__} can't be checkpointed: {exc}"
             ) from exc
+        if client_id is not None:
+            flow_id = client_flow_id(client_id)
+            existing = self._attach(flow_id, client_id, type_name(type(flow)), encoded)
+            if existing is not None:
+                flow._parley_args = ((), {})  # this copy will never run
+                return existing
+        flow_id = flow_id or self.ports.uuid().replace("-", "")
         frame = frame_for(type(flow))
         start = PutFlowStart(
             flow_id, frame.flow_class, StartKind.RPC, encoded, started_by, client_id
@@ -162,15 +165,22 @@ class FlowRuntime:
         driver = FlowDriver(self, state, flow)
         record = self.flows.attach(driver)
         record.handle = handle or FlowHandle(flow_id, tracker_of(flow))
+        log.info("flow %s (%s) started", flow_id, frame.flow_class, extra={"flow_id": flow_id})
         driver.post(DoRemainingWork())
         return record.handle
 
-    def _attach(self, flow_id: str, client_id: str) -> FlowHandle[Any] | None:
+    def _attach(
+        self, flow_id: str, client_id: str, flow_class: str, args: bytes
+    ) -> FlowHandle[Any] | None:
+        """The flow that already holds ``client_id``, if any (refused if it is another flow)."""
         record = self.flows.get(flow_id)
         if record is not None and record.handle is not None:
+            self._same_start(client_id, flow_id, self._start_of(record), flow_class, args)
             return record.handle
         result = self.store.flow_result(client_id)
         if result is not None:
+            started = (result.flow_class, result.args)
+            self._same_start(client_id, result.flow_id, started, flow_class, args)
             done: FlowHandle[Any] = FlowHandle(result.flow_id)
             if result.error is not None:
                 done.future.set_exception(decoded_error(result.error))
@@ -178,11 +188,48 @@ class FlowRuntime:
                 done.future.set_result(codec.decode(result.value) if result.value else None)
             done.started.set_result(None)
             return done
-        if self.store.load_flow(flow_id) is not None:
+        stored = self.store.load_flow(flow_id)
+        if stored is not None:
+            started = (stored.flow_class, stored.args)
+            self._same_start(client_id, flow_id, started, flow_class, args)
             self._restore(flow_id)
             record = self.flows.get(flow_id)
             return record.handle if record is not None else None
         return None
+
+    def _start_of(self, record: FlowRecord) -> tuple[str | None, bytes | None]:
+        """The class and encoded arguments a flow was started with."""
+        start = record.driver.initial_state.start_record if record.driver is not None else None
+        if start is not None:  # not committed yet
+            return start.flow_class, start.args
+        stored = self.store.load_flow(record.flow_id)
+        return (stored.flow_class, stored.args) if stored is not None else (None, None)
+
+    @staticmethod
+    def _same_start(
+        client_id: str,
+        flow_id: str,
+        started: tuple[str | None, bytes | None],
+        flow_class: str,
+        args: bytes,
+    ) -> None:
+        """Refuse a start that repeats ``client_id`` for another class or other arguments.
+
+        Results stored by older versions have no arguments: only their class is compared.
+        """
+        existing_class, existing_args = started
+        if existing_class is not None and existing_class != flow_class:
+            raise ClientIdInUseError(client_id, flow_id, existing_class, f"class {existing_class}")
+        if existing_args is None or existing_args == args:
+            return
+        try:
+            same = codec.decode(existing_args) == codec.decode(args)
+        except DeserializationError:
+            same = False
+        if not same:
+            raise ClientIdInUseError(
+                client_id, flow_id, existing_class or flow_class, "other arguments"
+            )
 
     # ---- inbound messages -----------------------------------------------------------------
     def receive(self, data: bytes, delivery: object) -> Envelope | None:
@@ -227,6 +274,14 @@ class FlowRuntime:
         admitted = self.inits.admit(envelope, init, delivery)
         if admitted is not None:
             state, flow = admitted
+            log.info(
+                "flow %s (%s) started by %s's %s",
+                state.flow_id,
+                state.flow_class,
+                envelope.sender,
+                init.flow_class,
+                extra={"flow_id": state.flow_id},
+            )
             driver = FlowDriver(self, state, flow)
             self.flows.attach(driver)
             driver.post(DoRemainingWork())
@@ -450,6 +505,7 @@ class FlowRuntime:
         self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
     ) -> None:
         flow_id = driver.flow_id
+        _log_end(driver, error, self.ports.now())
         record = self._record_of(driver)
         if not durable:
             record.retiring = driver  # until its checkpoint's deletion commits
@@ -543,6 +599,26 @@ class FlowRuntime:
 
     def uuid(self) -> str:
         return self.ports.uuid()
+
+
+def _log_end(driver: FlowDriver, error: BaseException | None, now: datetime) -> None:
+    """One INFO line per flow that ends (the hospital has warned already if it needed to)."""
+    seconds = (now - driver.loaded_at).total_seconds()
+    took = f"{seconds:.3f} s after it was restored" if driver.restored else f"in {seconds:.3f} s"
+    state = driver.state
+    if error is None:
+        log.info("flow %s (%s) completed %s", state.flow_id, state.flow_class, took)
+    elif isinstance(error, KilledFlowException):
+        log.info("flow %s (%s) was killed %s", state.flow_id, state.flow_class, took)
+    else:
+        log.info(
+            "flow %s (%s) failed %s with %s: %s",
+            state.flow_id,
+            state.flow_class,
+            took,
+            type(error).__name__,
+            error,
+        )
 
 
 __all__ = ["FlowRuntime", "RuntimePorts"]

@@ -169,6 +169,28 @@ class UnexpectedPayloadError(FlowUsageError):
         self.actual = actual
 
 
+class ClientIdInUseError(FlowUsageError):
+    """A start repeated a client id with another flow class or other arguments.
+
+    A client id names one flow: repeating it with the same class and arguments is the legitimate
+    retry and returns that flow (and its result). Anything else is refused, so that a client never
+    mistakes another flow's result for its own. Pick a new client id for a new flow.
+    """
+
+    client_id: str
+    flow_id: str
+    flow_class: str
+
+    def __init__(self, client_id: str, flow_id: str, flow_class: str, what: str) -> None:
+        super().__init__(
+            f"client id {client_id!r} is already used by flow {flow_id} ({flow_class}), "
+            f"started with {what}: use a new client id for a new flow"
+        )
+        self.client_id = client_id
+        self.flow_id = flow_id
+        self.flow_class = flow_class
+
+
 class NonDeterministicFlowError(FlowUsageError):
     """Replay found the flow asking for something other than what its journal recorded.
 
@@ -215,6 +237,7 @@ class StateTransitionError(ParleyError):
 
 __all__ = [
     "EXCEPTION_TYPES",
+    "ClientIdInUseError",
     "CodecError",
     "DeserializationError",
     "FlowException",

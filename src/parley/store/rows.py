@@ -40,6 +40,9 @@ class StoredResult:
     value: bytes | None
     #: Encoded exception (``FAILED``/``KILLED``) or ``None``.
     error: bytes | None
+    #: The flow's class and encoded start arguments (``None`` in rows of older versions).
+    flow_class: str | None = None
+    args: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,8 +123,15 @@ CREATE TABLE app_migrations (
 ) STRICT, WITHOUT ROWID;
 """
 
+# v2: a finished flow's result keeps its start arguments, so that a start repeating its client id
+# with other arguments can be refused instead of answered with another flow's result. Rows written
+# before it have NULL there (only their class is compared).
+_V2 = """
+ALTER TABLE flow_result ADD COLUMN args BLOB;
+"""
+
 #: Core migrations, in order. ``PRAGMA user_version`` holds how many were applied.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 # ------------------------------------------------------------------------------------------------
 # Writes (one statement each; the connection's statement cache keeps them prepared)
@@ -165,12 +172,12 @@ INSERT_PROCESSED_INIT = """
 INSERT INTO processed_init (sender, initiator_session, flow_id, created_at) VALUES (?, ?, ?, ?)
 """
 
-# flow_class and created_at are copied from the start row (if still there) for operators.
+# flow_class, args and created_at are copied from the start row (if still there).
 INSERT_RESULT = """
 INSERT INTO flow_result (
-    flow_id, client_id, status, value, error, flow_class, created_at, finished_at
+    flow_id, client_id, status, value, error, flow_class, created_at, finished_at, args
 )
-SELECT :flow_id, :client_id, :status, :value, :error, s.flow_class, s.created_at, :now
+SELECT :flow_id, :client_id, :status, :value, :error, s.flow_class, s.created_at, :now, s.args
 FROM (SELECT 1) LEFT JOIN flow_start AS s ON s.flow_id = :flow_id
 """
 
@@ -212,7 +219,8 @@ LIMIT 1
 """
 
 SELECT_RESULT = """
-SELECT flow_id, client_id, status, value, error FROM flow_result WHERE client_id = ?
+SELECT flow_id, client_id, status, value, error, flow_class, args
+FROM flow_result WHERE client_id = ?
 """
 
 # Flows still stored (with their result's status if they have one), then finished flows whose

@@ -246,8 +246,8 @@ class SqliteStore:
         found = self._conn.execute(schema.SELECT_RESULT, (client_id,)).fetchone()
         if found is None:
             return None
-        flow_id, client, status, value, error = found
-        return StoredResult(flow_id, client, FlowStatus(status), value, error)
+        flow_id, client, status, value, error, flow_class, args = found
+        return StoredResult(flow_id, client, FlowStatus(status), value, error, flow_class, args)
 
     def list_flows(self, status: FlowStatus | None = None, limit: int = 1000) -> list[FlowSummary]:
         """Stored and finished flows for operators, oldest first, optionally of one status."""

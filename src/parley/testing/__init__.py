@@ -1,10 +1,18 @@
 """The test kit: in-process networks, a hand-driven peer over real NATS, and the replay checker."""
 
-from parley.testing.mock import FlowStillRunning, MockFlowHandle, MockNetwork, MockNode, Transfer
+from parley.testing.mock import (
+    FlowHospitalized,
+    FlowStillRunning,
+    MockFlowHandle,
+    MockNetwork,
+    MockNode,
+    Transfer,
+)
 from parley.testing.peer import HandPeer
 from parley.testing.replay import ReplayReport, replay_database
 
 __all__ = [
+    "FlowHospitalized",
     "FlowStillRunning",
     "HandPeer",
     "MockFlowHandle",

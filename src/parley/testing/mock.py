@@ -25,14 +25,15 @@ import itertools
 import random as random_module
 import uuid as uuid_module
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar, cast
 
-from parley.engine.hospital import Hospital
+from parley.engine.apps import app_migrations, load_apps
+from parley.engine.hospital import Admission, Hospital, Outcome
 from parley.engine.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
@@ -46,6 +47,23 @@ T = TypeVar("T")
 
 class FlowStillRunning(ParleyError):
     """``result()`` was asked of a flow that can't make progress on the network as it stands."""
+
+
+class FlowHospitalized(FlowStillRunning):
+    """``result()`` was asked of a flow the hospital keeps for observation.
+
+    ``admission`` is the hospital's last record of it: the error, the staff member who decided,
+    the outcome; the message says the same.
+    """
+
+    def __init__(self, flow_id: str, node: str, admission: Admission) -> None:
+        super().__init__(
+            f"flow {flow_id} on {node} is kept in the hospital for observation: "
+            f"{admission.error_type}: {admission.message} (diagnosed by the {admission.staff} "
+            f"staff, outcome {admission.outcome}); it is retried when its node restarts"
+        )
+        self.flow_id = flow_id
+        self.admission = admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,9 @@ class MockFlowHandle(Generic[T]):
             self.node.network.run_network()
         outcome = self.node.outcomes.get(self.flow_id)
         if outcome is None:
+            admission = self.node.admission_of(self.flow_id)
+            if admission is not None and admission.outcome is Outcome.OBSERVE:
+                raise FlowHospitalized(self.flow_id, self.node.name, admission)
             raise FlowStillRunning(
                 f"flow {self.flow_id} on {self.node.name} is still running with nothing left to "
                 "deliver: it waits for something that never comes"
@@ -170,7 +191,9 @@ class MockNode:
         name: str,
         registry: FlowRegistry,
         seed: int,
+        *,
         path: Path | None = None,
+        migrations: Sequence[tuple[str, Sequence[str]]] = (),
     ) -> None:
         self.network = network
         self.name = name
@@ -179,6 +202,8 @@ class MockNode:
         #: Where the node's database lives (``None``: in memory).
         self.path = path
         self.store = SqliteStore(path if path is not None else ":memory:")
+        for app, scripts in migrations:  # before any flow runs, as a node applies them
+            self.store.apply_app_migrations(app, scripts)
         self.queue: deque[tuple[int, bytes]] = deque()
         self.in_flight: dict[int, bytes] = {}
         self.work: deque[Callable[[], None]] = deque()
@@ -215,6 +240,10 @@ class MockNode:
             error = handle.future.exception()
             self.outcomes[handle.flow_id] = (False, error) if error else (True, handle.result())
         return MockFlowHandle(self, handle.flow_id, handle.progress)
+
+    def admission_of(self, flow_id: str) -> Admission | None:
+        """The hospital's latest record of ``flow_id`` on this node, if it was ever admitted."""
+        return next((a for a in reversed(self.hospital.records) if a.flow_id == flow_id), None)
 
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)
@@ -322,13 +351,23 @@ class MockNetwork:
         registry: FlowRegistry | None = None,
         apps: Iterable[str | ModuleType] | None = None,
     ) -> MockNode:
-        """Add a node. By default it runs every responder imported in this process."""
+        """Add a node.
+
+        With ``apps`` (module names or modules) the node runs the responders of those apps and
+        has their tables (each app's ``MIGRATIONS``), as a node started with ``--app`` does;
+        without, it runs every responder imported in this process. ``registry`` overrides the
+        responders either way.
+        """
         if name in self.nodes:
             raise ValueError(f"a node called {name!r} already exists")
+        modules = load_apps(apps) if apps is not None else []
         if registry is None:
-            registry = FlowRegistry.from_apps(apps) if apps is not None else FlowRegistry.default()
+            registry = (
+                FlowRegistry.from_apps(modules) if apps is not None else FlowRegistry.default()
+            )
         path = self.data_dir / f"{name}.sqlite" if self.data_dir is not None else None
-        node = MockNode(self, name, registry, self.seed + len(self.nodes), path)
+        seed = self.seed + len(self.nodes)
+        node = MockNode(self, name, registry, seed, path=path, migrations=app_migrations(modules))
         node.queue.extend(self._pending.pop(name, deque()))
         self.nodes[name] = node
         return node
@@ -405,4 +444,11 @@ class MockNetwork:
         return [t for t in self.transfers if {t.sender, t.recipient} == {a, b}]
 
 
-__all__ = ["FlowStillRunning", "MockFlowHandle", "MockNetwork", "MockNode", "Transfer"]
+__all__ = [
+    "FlowHospitalized",
+    "FlowStillRunning",
+    "MockFlowHandle",
+    "MockNetwork",
+    "MockNode",
+    "Transfer",
+]

@@ -84,7 +84,9 @@ def replay_database(path: str | Path, *, apps: Iterable[str] = ()) -> ReplayRepo
         for index, file in enumerate(files):
             copy = Path(scratch) / f"{index}.sqlite"
             copy_database(file, copy)
-            with SqliteStore(copy, readonly=True) as store:
+            # Read-write, on the copy only: a database of an older schema is migrated first,
+            # as a node would migrate it when it starts on the new code.
+            with SqliteStore(copy) as store:
                 results[file] = check_store(store)
     return ReplayReport(results)
 
