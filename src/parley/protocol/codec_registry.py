@@ -18,9 +18,14 @@ import dataclasses
 import enum
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, get_origin
+from typing import Any
 
-from parley.protocol.errors import EXCEPTION_TYPES, DeserializationError, type_name
+from parley.protocol.errors import (
+    EXCEPTION_TYPES,
+    DeserializationError,
+    declared_fields,
+    type_name,
+)
 
 DEFAULT_MAX_SIZE: int = 1 << 20
 """Largest document :func:`~parley.protocol.codec.decode` accepts by default (1 MiB, NATS'
@@ -202,26 +207,5 @@ def _builtin_exception(qualname: str) -> type[Exception] | None:
     return None
 
 
-_declared_cache: dict[type, tuple[str, ...]] = {}
-
-
-def _declared_fields(cls: type) -> tuple[str, ...]:
-    """Names annotated on the classes of ``cls.__mro__``, minus ClassVars and ``_private`` ones."""
-    cached = _declared_cache.get(cls)
-    if cached is not None:
-        return cached
-    names: list[str] = []
-    for klass in cls.__mro__:
-        for field, hint in inspect.get_annotations(klass).items():
-            if field.startswith("_") or field in names or _is_classvar(hint):
-                continue
-            names.append(field)
-    result = _declared_cache[cls] = tuple(names)
-    return result
-
-
-def _is_classvar(hint: object) -> bool:
-    if isinstance(hint, str):  # postponed annotations: "ClassVar[str | None]"
-        head = hint.strip().split("[", 1)[0].strip()
-        return head.rsplit(".", 1)[-1] == "ClassVar"
-    return hint is ClassVar or get_origin(hint) is ClassVar
+#: The declared fields of an exception class: see :func:`parley.protocol.errors.declared_fields`.
+_declared_fields = declared_fields

@@ -23,7 +23,9 @@ message. Nothing else on the instance is.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dis
+import inspect
+from typing import Any, ClassVar, get_origin
 
 #: Every exception type the codec may decode, by stable name. Filled by ``__init_subclass__``.
 EXCEPTION_TYPES: dict[str, type[BaseException]] = {}
@@ -32,6 +34,63 @@ EXCEPTION_TYPES: dict[str, type[BaseException]] = {}
 def type_name(cls: type) -> str:
     """Return the stable name of a class: ``"module:QualName"``."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+_declared_cache: dict[type, tuple[str, ...]] = {}
+
+
+def declared_fields(cls: type) -> tuple[str, ...]:
+    """Names annotated on the classes of ``cls.__mro__``, minus ClassVars and ``_private`` ones.
+
+    These are the fields of an exception that the codec carries next to its message.
+    """
+    cached = _declared_cache.get(cls)
+    if cached is not None:
+        return cached
+    names: list[str] = []
+    for klass in cls.__mro__:
+        for field, hint in inspect.get_annotations(klass).items():
+            if field.startswith("_") or field in names or _is_classvar(hint):
+                continue
+            names.append(field)
+    result = _declared_cache[cls] = tuple(names)
+    return result
+
+
+def _is_classvar(hint: object) -> bool:
+    if isinstance(hint, str):  # postponed annotations: "ClassVar[str | None]"
+        head = hint.strip().split("[", 1)[0].strip()
+        return head.rsplit(".", 1)[-1] == "ClassVar"
+    return hint is ClassVar or get_origin(hint) is ClassVar
+
+
+def _undeclared_attributes(cls: type) -> list[str]:
+    """Public attributes ``cls.__init__`` sets on ``self`` that are not declared fields.
+
+    Reads the compiled ``__init__`` (``self.x = ...`` is a ``STORE_ATTR`` right after loading
+    ``self``); attributes set any other way (``setattr``, helpers) are not seen.
+    """
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if code is None or not code.co_varnames:
+        return []
+    self_name = code.co_varnames[0]
+    declared = set(declared_fields(cls))
+    found: list[str] = []
+    previous: dis.Instruction | None = None
+    for instruction in dis.get_instructions(code):
+        if (
+            instruction.opname == "STORE_ATTR"
+            and previous is not None
+            and previous.opname == "LOAD_FAST"
+            and previous.argval == self_name
+            and not str(instruction.argval).startswith("_")
+            and instruction.argval not in declared
+            and instruction.argval not in found
+        ):
+            found.append(str(instruction.argval))
+        previous = instruction
+    return found
 
 
 class _Registered:
@@ -83,6 +142,18 @@ class FlowException(ParleyError):
         super().__init__(message, *args)
         self.peer = None
         self.error_id = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        undeclared = _undeclared_attributes(cls)
+        if undeclared:
+            names = ", ".join(undeclared)
+            raise FlowUsageError(
+                f"{type_name(cls)}.__init__ sets {names} without declaring it: only declared "
+                "fields travel to counterparties, so the value would be lost on the wire. "
+                f"Declare it in the class body (e.g. `{undeclared[0]}: int`), or name it "
+                f"`_{undeclared[0]}` if it is local"
+            )
 
     @property
     def message(self) -> str:
