@@ -43,6 +43,7 @@ from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
 from parley.actors.worker import Deliver, FlowWorker, KillFlow, StartFlow, WorkerServices
 from parley.engine.apps import app_migrations, load_apps
+from parley.engine.describe import described
 from parley.engine.handles import FlowHandle, client_flow_id, shard_of
 from parley.engine.hospital import Admission, Hospital
 from parley.engine.logcontext import install as install_logging
@@ -332,9 +333,13 @@ class Node:
         return reply.result(timeout)
 
     def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:
-        """The flows in the node's database (running, hospitalized, finished client-id flows)."""
+        """The flows in the node's database (running, hospitalized, finished client-id flows).
+
+        A waiting flow's summary says what it waits for (``waiting_for``): the request and, for
+        sessions, the party and whether it ever answered.
+        """
         with SqliteStore(self.db_path, readonly=True) as store:
-            return store.list_flows(status)
+            return described(store, store.list_flows(status))
 
     def stats(self, timeout: float = 10.0) -> dict[str, int]:
         """Counters summed over the workers: live flows, passivations, handles."""

@@ -20,6 +20,7 @@ from parley.protocol.messages import (
     encode_batch,
     encode_envelope,
 )
+from parley.protocol.requests import fingerprint_sessions
 
 
 def envelope(n: int, sender: str = "bob", recipient: str = "alice") -> Envelope:
@@ -70,3 +71,22 @@ def test_a_batch_round_trips_in_order_and_keeps_each_id() -> None:
 def test_a_malformed_batch_is_refused(data: bytes, reason: str) -> None:
     with pytest.raises(DeserializationError, match=reason):
         decode_envelopes(data)
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "sessions"),
+    [
+        ("recv a.0,b.1", ("a.0", "b.1")),
+        ("sar a.0;a.0,b.1", ("a.0", "b.1")),
+        ("info a.0", ("a.0",)),
+        ("send a.0", ("a.0",)),
+        ("close a.0,a.1", ("a.0", "a.1")),
+        ("sleep 2026-01-01T00:00:00+00:00", ()),
+        ("exec m:f", ()),
+        ("checkpoint", ()),
+    ],
+)
+def test_a_fingerprint_names_the_sessions_of_its_request(
+    fingerprint: str, sessions: tuple[str, ...]
+) -> None:
+    assert fingerprint_sessions(fingerprint) == sessions

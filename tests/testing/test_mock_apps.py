@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley import FlowLogic, HospitalizeFlowException
+from parley import FlowLogic, HospitalizeFlowException, initiating_flow
 from parley.engine.apps import AppNotFoundError
 from parley.engine.hospital import Outcome
 from parley.testing import FlowHospitalized, FlowStillRunning, MockNetwork
@@ -51,3 +51,38 @@ def test_a_flow_kept_for_observation_reports_the_hospitals_diagnosis() -> None:
 def test_an_app_that_cant_be_imported_says_how_to_make_it_importable() -> None:
     with pytest.raises(AppNotFoundError, match="--app-path"):
         MockNetwork().create_node("alice", apps=["no_such_app.flows"])
+
+
+@initiating_flow
+class Greets(FlowLogic[str]):
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    async def call(self) -> str:
+        return (await self.initiate_flow(self.peer).send_and_receive(str, "hi")).unwrap(str)
+
+
+def test_a_flow_waiting_on_a_misspelled_party_says_whom_it_waits_for() -> None:
+    net = MockNetwork(auto_advance=False)
+    alice, _ = net.create_node("alice"), net.create_node("bob")
+    handle = alice.start_flow(Greets("bobb"))
+    net.run_network()
+    (summary,) = alice.flows()
+    assert summary.flow_id == handle.flow_id
+    assert summary.waiting_for == (
+        f"reply from bobb (session {handle.flow_id}.0, no answer to its init yet)"
+    )
+
+
+class Naps(FlowLogic[None]):
+    async def call(self) -> None:
+        await self.sleep(60)
+
+
+def test_a_sleeping_flow_says_until_when() -> None:
+    net = MockNetwork(auto_advance=False)
+    node = net.create_node("alice")
+    node.start_flow(Naps())
+    net.run_network()
+    (summary,) = node.flows()
+    assert summary.waiting_for == "sleep until 2026-01-01T00:01:00+00:00"

@@ -162,6 +162,15 @@ def fingerprint(request: Request) -> str:
             return "checkpoint"
 
 
+def fingerprint_sessions(fingerprint: str) -> tuple[str, ...]:
+    """The session ids a request fingerprint names (see :func:`fingerprint`), in order."""
+    kind, _, rest = fingerprint.partition(" ")
+    if kind not in {"send", "sar", "recv", "close", "info"} or not rest:
+        return ()
+    names = rest.replace(";", ",").split(",")
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
 __all__ = [
     "REQUEST_TYPES",
     "CloseSessions",
@@ -176,6 +185,7 @@ __all__ = [
     "SendAndReceive",
     "Sleep",
     "fingerprint",
+    "fingerprint_sessions",
     "kind",
     "sessions_of",
 ]

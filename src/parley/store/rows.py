@@ -63,3 +63,6 @@ class FlowSummary:
     client_id: str | None
     created_at: float | None
     updated_at: float | None
+    #: What a waiting flow waits for, for people (e.g. ``"receive from bob (session ...)"``);
+    #: filled in by the node, which can decode checkpoints (the store never does).
+    waiting_for: str | None = None

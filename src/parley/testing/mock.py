@@ -33,14 +33,15 @@ from types import ModuleType
 from typing import Any, Generic, TypeVar, cast
 
 from parley.engine.apps import app_migrations, load_apps
+from parley.engine.describe import described
 from parley.engine.hospital import Admission, Hospital, Outcome
 from parley.engine.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
-from parley.protocol.records import StoreOp
-from parley.store import SqliteStore
+from parley.protocol.records import FlowStatus, StoreOp
+from parley.store import FlowSummary, SqliteStore
 
 T = TypeVar("T")
 
@@ -244,6 +245,10 @@ class MockNode:
     def admission_of(self, flow_id: str) -> Admission | None:
         """The hospital's latest record of ``flow_id`` on this node, if it was ever admitted."""
         return next((a for a in reversed(self.hospital.records) if a.flow_id == flow_id), None)
+
+    def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:
+        """This node's flows, as ``Node.flows()`` lists them (with what each waits for)."""
+        return described(self.store, self.store.list_flows(status))
 
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)

@@ -169,7 +169,13 @@ class Publisher:
             if not missing:
                 return
             for recipient in sorted({m.recipient for m in missing}):
-                log.info("%s: creating the missing stream of %s", self._node, recipient)
+                log.info(
+                    "%s: node %s has never started here: creating its stream, where messages "
+                    "to it wait until it does (if no node of that name exists, the name is "
+                    "misspelled: see what the flow waits for with `node.flows()`)",
+                    self._node,
+                    recipient,
+                )
                 await self.ensure_stream(recipient)
             pending = missing
         raise MessagingError(
