@@ -164,7 +164,16 @@ class FlowDriver:
         self.loaded_at = host.now()
         self.restored = journal is not None or state.persisted
         flow._parley_ctx = self
-        self._coro: Coroutine[Any, Any, Any] = flow.call()
+        self._started_coro: Coroutine[Any, Any, Any] | None = None
+
+    @property
+    def _coro(self) -> Coroutine[Any, Any, Any]:
+        """The flow's coroutine, made when it first runs (a driver dropped before it ran leaves
+        no never-awaited coroutine behind)."""
+        coro = self._started_coro
+        if coro is None:
+            coro = self._started_coro = self.flow.call()
+        return coro
 
     # ---- FlowContext ----------------------------------------------------------------------
     @property
@@ -496,7 +505,8 @@ class FlowDriver:
     def _close(self) -> None:
         self._closing = True
         try:
-            self._coro.close()
+            if self._started_coro is not None:
+                self._started_coro.close()
         except RuntimeError as exc:
             log.warning("flow code ignored its cancellation: %s", exc)
 

@@ -10,6 +10,7 @@ from parley.testing.mock import (
 )
 from parley.testing.peer import HandPeer
 from parley.testing.replay import ReplayReport, replay_database
+from parley.testing.restarts import RestartRun, RestartRunFailed, restart_at_every_step
 
 __all__ = [
     "FlowHospitalized",
@@ -19,6 +20,9 @@ __all__ = [
     "MockNetwork",
     "MockNode",
     "ReplayReport",
+    "RestartRun",
+    "RestartRunFailed",
     "Transfer",
     "replay_database",
+    "restart_at_every_step",
 ]
