@@ -252,6 +252,7 @@ def test_killing_a_waiting_flow_ends_it_and_its_peer_sees_an_unexpected_end(
 
 # ---- client ids ---------------------------------------------------------------------------------
 
+
 class CountedFlow(FlowLogic[str]):
     def __init__(self, tag: str) -> None:
         self.tag = tag
