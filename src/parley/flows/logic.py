@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
 from parley.flows.context import FlowContext, suspend
 from parley.flows.marks import FLOW_CLASSES, frame_for
 from parley.flows.progress import ProgressTracker, tracker_of
-from parley.flows.session import FlowSession, UntrustworthyData, checked
+from parley.flows.session import FlowSession, UntrustworthyData, check_for, checked
 from parley.protocol import codec
 from parley.protocol.errors import FlowUsageError, type_name
 from parley.protocol.requests import Execute, ForceCheckpoint, Query, Receive, Send, Sleep
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
+
 T = TypeVar("T")
 R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
 
 
 class FlowDatabase:
@@ -117,10 +121,14 @@ class FlowLogic(Generic[T]):
         await suspend(Send(tuple((s.session_id, encoded) for s in sessions)))
 
     async def receive_all(
-        self, expected: type[R], sessions: Sequence[FlowSession]
+        self, expected: TypeForm[R], sessions: Sequence[FlowSession]
     ) -> list[UntrustworthyData[R]]:
-        """Receive one payload of type ``expected`` from every session, in the sessions' order."""
+        """Receive one payload of type ``expected`` from every session, in the sessions' order.
+
+        ``expected`` is a type expression, checked as :meth:`FlowSession.receive` checks it.
+        """
         _unique(sessions)
+        check_for(expected)
         received = await suspend(Receive(tuple(s.session_id for s in sessions)))
         return [checked(expected, received[s.session_id]) for s in sessions]
 
@@ -170,11 +178,13 @@ class FlowLogic(Generic[T]):
         until = self.now() + timedelta(seconds=seconds)
         await suspend(Sleep(until))
 
-    async def execute(self, fn: Callable[..., R], *args: object) -> R:
+    async def execute(self, fn: Callable[[*Ts], R], *args: *Ts) -> R:
         """Run ``fn(*args)`` off the flow's thread and record its result (or exception).
 
         After a restore the recorded outcome is used and ``fn`` does not run again — unless the
         node stopped while ``fn`` was running, in which case it runs again: make it idempotent.
+        The arguments are checked against ``fn``'s signature by a type checker (positional only:
+        wrap keyword arguments in a ``functools.partial`` or a lambda).
         """
         if not callable(fn):
             raise FlowUsageError(f"execute() takes a callable, not {type(fn).__name__}")
