@@ -31,6 +31,8 @@ from nats.js.api import (
 from parley.protocol.messages import is_node_name
 
 __all__ = [
+    "MAP_BUCKET",
+    "RPC_PREFIX",
     "SUBJECT_PREFIX",
     "consumer_config",
     "consumer_name",
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 SUBJECT_PREFIX: Final = "parley.p2p"
+#: The JetStream key-value bucket that holds the network map (its stream is ``KV_PARLEY_MAP``).
+MAP_BUCKET: Final = "PARLEY_MAP"
+#: Subjects of a node's RPC service: ``parley.rpc.<node>.<operation>``.
+RPC_PREFIX: Final = "parley.rpc"
 
 #: Names already validated (bounded: a cache, not a registry).
 _VALID_NAMES: set[str] = set()
