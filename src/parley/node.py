@@ -39,7 +39,7 @@ from typing import Any, Self, TypeVar
 import pykka
 
 from parley.actors.hospital import ActorHospital, HospitalActor
-from parley.actors.manager import FlowManager, RestoreAll, StatsRequest
+from parley.actors.manager import FlowManager, RestoreAll, StatsRequest, WorkerFailed
 from parley.actors.persistence import AppMigrations, CommitStats, Persistence
 from parley.actors.worker import Deliver, FlowWorker, KillFlow, StartFlow, WorkerServices
 from parley.engine.apps import app_migrations, load_apps
@@ -59,7 +59,7 @@ from parley.protocol.records import FlowStatus
 from parley.store import FlowSummary, SqliteStore
 from parley.transport.bridge import NatsBridge
 from parley.transport.natsserver import EmbeddedNatsServer
-from parley.transport.router import SessionRouter, resolve_acks
+from parley.transport.router import REASONS, SessionRouter, resolve_acks
 
 T = TypeVar("T")
 log = logging.getLogger("parley.node")
@@ -212,12 +212,24 @@ class Node:
             passivate_after=config.passivate_after,
         )
         self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
-        self._actors.extend(self._workers)
         self._router = SessionRouter(
-            len(self._workers), self._deliver, messaging.ack, max_size=config.max_message_size
+            config.name,
+            len(self._workers),
+            self._deliver,
+            messaging.ack,
+            max_size=config.max_message_size,
         )
-        self._manager = FlowManager.start(self._workers, self.db_path)
+        self._manager = FlowManager.start(
+            self._workers, self.db_path, lambda index: FlowWorker.start(index, services)
+        )
         self._actors.append(self._manager)
+        manager = self._manager
+
+        def worker_failed(index: int, handles: dict[str, FlowHandle[Any]]) -> None:
+            with contextlib.suppress(pykka.ActorDeadError):  # the node is stopping
+                manager.tell(WorkerFailed(index, handles))
+
+        services.on_worker_failure = worker_failed
         reply: Future[list[Future[int]]] = Future()
         self._manager.tell(RestoreAll(reply))
         restored = sum(f.result(timeout=300) for f in reply.result(timeout=60))
@@ -342,13 +354,19 @@ class Node:
             return described(store, store.list_flows(status))
 
     def stats(self, timeout: float = 10.0) -> dict[str, int]:
-        """Counters summed over the workers: live flows, passivations, handles."""
+        """Counters: live flows, passivations and handles (summed over the workers), and the
+        peer messages refused, by reason (``refused_<reason>``, see ``transport.router.REASONS``).
+        """
         reply: Future[list[Future[dict[str, int]]]] = Future()
         self._require().tell(StatsRequest(reply))
-        totals: dict[str, int] = {}
+        totals: dict[str, int] = {f"refused_{reason}": 0 for reason in REASONS}
         for future in reply.result(timeout):
             for key, value in future.result(timeout).items():
                 totals[key] = totals.get(key, 0) + value
+        router = self._router
+        if router is not None:
+            for reason, count in list(router.refused.items()):
+                totals[f"refused_{reason}"] = count
         return totals
 
     def commit_stats(self, timeout: float = 10.0) -> CommitStats:

@@ -209,3 +209,17 @@ def test_an_uncheckable_type_fails_at_the_call_before_anything_is_sent(
     handle = alice.start_flow(ReceivesACallable("bob"))
     assert "Can't check a payload against" in handle.result()
     assert bob.flows() == []
+
+
+# ---- a payload that does not decode ------------------------------------------------------------
+
+
+def test_an_undecodable_payload_is_an_unexpected_payload_naming_the_reason() -> None:
+    with pytest.raises(UnexpectedPayloadError, match="undecodable payload") as raised:
+        checked(int, b"\xff\x00not cbor")
+    chain = []
+    error: BaseException | None = raised.value
+    while error is not None:
+        chain.append(type(error).__name__)
+        error = error.__cause__ or error.__context__
+    assert chain == ["UnexpectedPayloadError"], "a decoding error in the chain parks the flow"

@@ -2,6 +2,8 @@
 
 At start-up it reads the ids of every RUNNABLE or HOSPITALIZED flow and has their workers restore
 them; the node consumes peer messages only after that. It sums the workers' counters for operators.
+It supervises the workers: a worker that dies (:class:`WorkerFailed`) is replaced by a new one for
+the same shard, which restores the shard's flows from the store and takes over their handles.
 It never blocks on another actor: replies travel in futures that the caller (the node's API) waits
 on. (Starting a flow does not go through it: ``Node.start_flow`` picks the flow's id — random, or
 derived from the client id so that a repeated client id reaches the same flow — and tells the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ import pykka
 
 from parley.actors.base import Actor
 from parley.actors.worker import Inspect, RestoreFlows
-from parley.engine.handles import shard_of
+from parley.engine.handles import FlowHandle, shard_of
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.manager")
@@ -39,18 +42,42 @@ class StatsRequest:
     reply: Future[list[Future[dict[str, int]]]]
 
 
-class FlowManager(Actor):
-    """See the module docstring."""
+@dataclass(frozen=True, slots=True)
+class WorkerFailed:
+    """Worker ``index`` died; ``handles`` are those its clients hold."""
 
-    def __init__(self, workers: list[pykka.ActorRef[Any]], db_path: Path) -> None:
+    index: int
+    handles: dict[str, FlowHandle[Any]]
+
+
+class FlowManager(Actor):
+    """See the module docstring.
+
+    Args:
+        workers: the workers, by shard; a replaced worker is replaced in this very list, which the
+            node shares.
+        db_path: the node's database.
+        start_worker: starts a new worker for a shard (``None``: no supervision).
+    """
+
+    def __init__(
+        self,
+        workers: list[pykka.ActorRef[Any]],
+        db_path: Path,
+        start_worker: Callable[[int], pykka.ActorRef[Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.workers = workers
         self.db_path = db_path
+        self.start_worker = start_worker
+        self.replaced = 0
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case RestoreAll(reply=reply):
                 reply.set_result(self._restore_all())
+            case WorkerFailed(index=index, handles=handles):
+                self._replace(index, handles)
             case StatsRequest(reply=reply):
                 futures: list[Future[dict[str, int]]] = []
                 for worker in self.workers:
@@ -61,6 +88,26 @@ class FlowManager(Actor):
             case _:
                 log.warning("manager ignored %r", message)
         return None
+
+    def _replace(self, index: int, handles: dict[str, FlowHandle[Any]]) -> None:
+        if self.start_worker is None:
+            return
+        try:
+            worker = self.start_worker(index)
+        except Exception:
+            log.exception("could not start a new worker %d", index)
+            return
+        self.workers[index] = worker
+        self.replaced += 1
+        with SqliteStore(self.db_path, readonly=True) as store:
+            flow_ids = [
+                f for f in store.runnable_flow_ids() if shard_of(f, len(self.workers)) == index
+            ]
+        done: Future[int] = Future()
+        done.add_done_callback(
+            lambda f: log.warning("worker %d replaced; %d flows restored", index, f.result())
+        )
+        worker.tell(RestoreFlows(tuple(flow_ids), done, handles))
 
     def _restore_all(self) -> list[Future[int]]:
         with SqliteStore(self.db_path, readonly=True) as store:
@@ -78,4 +125,4 @@ class FlowManager(Actor):
         return futures
 
 
-__all__ = ["FlowManager", "RestoreAll", "StatsRequest"]
+__all__ = ["FlowManager", "RestoreAll", "StatsRequest", "WorkerFailed"]

@@ -60,6 +60,10 @@ class Publisher(Protocol):
     def ack(self, deliveries: Sequence[Any]) -> None: ...
 
 
+class WorkerDied(RuntimeError):
+    """A worker's turn ended in a BaseException: the worker stops and is replaced."""
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """Run ``fn`` on the worker's thread."""
@@ -89,8 +93,11 @@ class StartFlow:
 
 @dataclass(frozen=True, slots=True)
 class RestoreFlows:
+    """Restore these stored flows; ``handles`` are a dead predecessor's, to take over."""
+
     flow_ids: tuple[str, ...]
     reply: Future[int]
+    handles: dict[str, FlowHandle[Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,9 @@ class WorkerServices:
     hospital: HospitalPort
     live_budget: int = 10_000
     passivate_after: float = 60.0
+    #: Told when a worker dies: ``(index, the handles its clients hold)``; the supervisor starts a
+    #: new worker for the shard (see :class:`~parley.actors.manager.FlowManager`).
+    on_worker_failure: Callable[[int, dict[str, FlowHandle[Any]]], None] | None = None
 
 
 class WorkerPorts:
@@ -182,13 +192,16 @@ class WorkerPorts:
             return
         outbox, dones = self._outbox, self._outbox_done
         self._outbox, self._outbox_done = {}, []
-        messages = messages_for(outbox)
 
         def published(error: BaseException | None) -> None:
             for done in dones:
                 self._back(functools.partial(done, error))
 
-        self._services.publisher.publish(messages, published)
+        try:
+            self._services.publisher.publish(messages_for(outbox), published)
+        except Exception as exc:  # e.g. a name the transport refuses: the flows' sends failed
+            log.exception("publishing %d flows' messages failed", len(dones))
+            published(exc)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
         self._services.publisher.ack(deliveries)
@@ -256,6 +269,33 @@ class FlowWorker(Actor):
             self.runtime.close_all()
             self.runtime.store.close()
 
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: Any,
+    ) -> None:
+        """The worker is dying of an exception its turn did not contain: hand its shard over.
+
+        Its flows' checkpoints are all there is of them now; the supervisor restores them in a
+        new worker, which takes over the handles clients hold. What the dead worker had received
+        but not acked is delivered again by JetStream.
+        """
+        log.error(
+            "worker %d failed; a new worker restores its flows",
+            self.index,
+            exc_info=(exception_type, exception_value, traceback)  # type: ignore[arg-type]
+            if exception_type is not None
+            else None,
+        )
+        handles: dict[str, FlowHandle[Any]] = {}
+        if self.runtime is not None:
+            handles = self.runtime.handles()
+            with contextlib.suppress(Exception):
+                self.runtime.store.close()
+        if self.services.on_worker_failure is not None:
+            self.services.on_worker_failure(self.index, handles)
+
     def on_receive(self, message: Any) -> Any:
         runtime = self.runtime
         assert runtime is not None
@@ -270,9 +310,14 @@ class FlowWorker(Actor):
             # A bug, not a flow's failure (those are events): log it and keep the worker, and
             # with it every other flow of the shard, alive.
             log.exception("worker %d failed handling %r", self.index, type(message).__name__)
+        except BaseException as exc:
+            # pykka stops *every* actor of the process on a BaseException (SystemExit, say, from
+            # code run on this thread); as an Exception it stops this worker only, whose
+            # supervisor then replaces it (on_failure).
+            raise WorkerDied(f"worker {self.index} died of {exc!r}") from exc
         finally:
             runtime.in_turn = False
-            self.ports.flush()
+            self.ports.flush()  # never raises: a failed publish is reported to its flows
         return None
 
     def _handle(self, runtime: FlowRuntime, message: Any) -> None:
@@ -287,8 +332,10 @@ class FlowWorker(Actor):
                         self._intake.append((envelope, delivery))
             case StartFlow():
                 self._start(runtime, message)
-            case RestoreFlows(flow_ids=flow_ids, reply=reply):
+            case RestoreFlows(flow_ids=flow_ids, reply=reply, handles=handles):
                 reply.set_result(runtime.restore_flows(flow_ids))
+                if handles:
+                    runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
             case Inspect(reply=reply):
@@ -415,6 +462,7 @@ __all__ = [
     "Publisher",
     "RestoreFlows",
     "StartFlow",
+    "WorkerDied",
     "WorkerPorts",
     "WorkerServices",
 ]

@@ -14,10 +14,18 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from parley.flows.progress import ProgressTracker
+from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, Init
 from parley.protocol.state import flow_id_of_session
 
 T = TypeVar("T")
+
+
+class FlowLostError(ParleyError):
+    """The worker that ran a flow failed, and the flow could not be restored from its store.
+
+    The node's log says why; the flow's stored status says what is left of it.
+    """
 
 
 class FlowHandle(Generic[T]):

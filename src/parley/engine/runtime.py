@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from parley.engine.driver import FlowDriver
-from parley.engine.handles import FlowHandle, client_flow_id, responder_flow_id
+from parley.engine.handles import FlowHandle, FlowLostError, client_flow_id, responder_flow_id
 from parley.engine.hospital import Hospital, HospitalPort
 from parley.engine.inits import SessionInits
 from parley.engine.ports import RuntimePorts
@@ -53,6 +53,7 @@ from parley.protocol.events import (
     OperationCompleted,
     OperationFailed,
     PassivationRequested,
+    RetryFromCheckpoint,
     SessionMessageDelivered,
     WokeUp,
 )
@@ -115,6 +116,29 @@ class FlowRuntime:
 
     def live_drivers(self) -> list[FlowDriver]:
         return list(self.flows.drivers())
+
+    def handles(self) -> dict[str, FlowHandle[Any]]:
+        """The handles clients hold, by flow id (a worker that dies hands them to its successor)."""
+        return {r.flow_id: r.handle for r in self.flows.records() if r.handle is not None}
+
+    def adopt_handles(self, handles: dict[str, FlowHandle[Any]]) -> None:
+        """Take over the handles of flows this runtime restored (from a dead predecessor).
+
+        A handle whose flow is not here (it finished, or can't be restored) is failed, so that no
+        client waits forever.
+        """
+        for flow_id, handle in handles.items():
+            record = self.flows.get(flow_id)
+            if record is not None and record.driver is not None:
+                record.handle = handle
+            elif not handle.future.done():
+                error = FlowLostError(
+                    f"flow {flow_id}'s worker failed and the flow could not be restored: "
+                    "see the node's log and its stored status"
+                )
+                if not handle.started.done():
+                    handle.started.set_exception(error)
+                handle.future.set_exception(error)
 
     def handle_count(self) -> int:
         """How many flows have a handle that a client may still wait on."""
@@ -270,7 +294,11 @@ class FlowRuntime:
     def _on_init(self, envelope: Envelope, init: Init, delivery: object) -> None:
         record = self.flows.get(responder_flow_id(envelope.sender, init.initiator_session))
         if record is not None and (record.driver is not None or record.retiring is not None):
-            return  # a copy of an init being processed: its first copy is acked with the flow
+            # A copy of an init being processed (JetStream's dedup misses a copy under another
+            # message id): its first copy is acked with the flow, this one at once.
+            log.info("dropping a copy of session-init %s from %s", envelope.id, envelope.sender)
+            self._ack(delivery)
+            return
         admitted = self.inits.admit(envelope, init, delivery)
         if admitted is not None:
             state, flow = admitted
@@ -343,12 +371,25 @@ class FlowRuntime:
 
     # ---- operator actions -----------------------------------------------------------------
     def kill(self, flow_id: str) -> bool:
-        """Kill a flow (live or stored). Returns False if there is no such running flow."""
+        """Kill a flow (live or stored). Returns False if there is no such running flow.
+
+        A stored flow that can't be restored (its checkpoint does not decode) is marked KILLED:
+        nothing of it can run, so its counterparties can't be told; they see the session end
+        when they time out or are killed themselves.
+        """
         record = self._live(flow_id)
         if record is not None and record.driver is not None and not record.driver.done:
             record.driver.post(KillRequested())
             return True
-        return self.inits.drop_held(flow_id)
+        if self.inits.drop_held(flow_id):
+            return True
+        stored = self.store.load_flow(flow_id)
+        runnable = (FlowStatus.RUNNABLE, FlowStatus.HOSPITALIZED)
+        if record is None and stored is not None and stored.status in runnable:
+            log.warning("flow %s can't be restored; marking it KILLED", flow_id)
+            self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.KILLED),))
+            return True
+        return False
 
     def post(self, flow_id: str, event: Event) -> None:
         """Deliver an event to a flow, re-activating it from its checkpoint if needed."""
@@ -426,13 +467,11 @@ class FlowRuntime:
             def done(error: BaseException | None) -> None:
                 if error is None and delivered and record.driver is driver:
                     del record.uncommitted[:delivered]
-                if record.retiring is driver:
+                if record.retiring is driver and error is None:
                     record.retiring = None
+                    self.hospital.discharge(driver.flow_id)
                     self.flows.forget_if_unused(record)
-                    if error is not None:
-                        log.error("deleting finished flow %s failed: %r", driver.flow_id, error)
-                        return  # it is restored and finishes again after a restart
-                driver.commit_done(error)
+                driver.commit_done(error)  # a failure goes to the hospital (see _verdict)
 
             self.ports.commit(ops, done)
 
@@ -507,11 +546,12 @@ class FlowRuntime:
         flow_id = driver.flow_id
         _log_end(driver, error, self.ports.now())
         record = self._record_of(driver)
-        if not durable:
-            record.retiring = driver  # until its checkpoint's deletion commits
+        if durable:
+            self.hospital.discharge(flow_id)
+        else:  # until its checkpoint's deletion commits; the hospital keeps its budgets till then
+            record.retiring = driver
         handle, record.handle = record.handle, None
         self.flows.detach(record)
-        self.hospital.discharge(flow_id)
         if self.on_flow_end is not None:
             self.on_flow_end(flow_id, result, error)
         if handle is None:
@@ -590,6 +630,32 @@ class FlowRuntime:
     def _verdict(self, flow_id: str, driver: FlowDriver, event: Event) -> None:
         if self.flows.driver(flow_id) is driver:
             driver.post(event)
+            return
+        record = self.flows.get(flow_id)
+        if record is not None and record.retiring is driver:
+            self._retiring_failed(record, driver, event)
+
+    def _retiring_failed(self, record: FlowRecord, driver: FlowDriver, event: Event) -> None:
+        """A finished flow's final publishes or commit failed, so its checkpoint is still stored.
+
+        Its result was given already; what is left undone is telling its peers and deleting the
+        checkpoint. On the hospital's retry it is restored from that checkpoint and finishes again
+        (re-sending the same messages under the same ids); otherwise it is kept for observation,
+        as a restart would find it.
+        """
+        record.retiring = None
+        redeliver, record.uncommitted = record.uncommitted, []
+        self.flows.forget_if_unused(record)
+        if not isinstance(event, RetryFromCheckpoint):
+            self._commit_quietly((SetFlowStatus(driver.flow_id, FlowStatus.HOSPITALIZED),))
+            return
+        fresh = self._restore(driver.flow_id, driver.state.incarnation + 1)
+        if fresh is None:
+            return
+        fresh_record = self._record_of(fresh)
+        for delivered in redeliver:
+            fresh_record.uncommitted.append(delivered)
+            fresh.post(delivered)
 
     def now(self) -> datetime:
         return self.ports.now()

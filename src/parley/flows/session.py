@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from parley.flows.context import suspend
 from parley.protocol import codec
-from parley.protocol.errors import FlowUsageError, UnexpectedPayloadError
+from parley.protocol.errors import DeserializationError, FlowUsageError, UnexpectedPayloadError
 from parley.protocol.messages import FlowInfo
 from parley.protocol.requests import CloseSessions, GetFlowInfo, Receive, Send, SendAndReceive
 
@@ -177,9 +177,20 @@ def checked(expected: TypeForm[T], payload: bytes) -> UntrustworthyData[T]:
 
     Raises:
         FlowUsageError: ``expected`` is a type expression Parley can't check.
-        UnexpectedPayloadError: the value does not match ``expected``.
+        UnexpectedPayloadError: the value does not match ``expected``, or the payload does not
+            decode (the sender's fault: a flow that does not catch it fails and its peers are
+            told).
     """
-    value: Any = codec.decode(payload)
+    reason: str | None = None
+    try:
+        value: Any = codec.decode(payload)
+    except DeserializationError as exc:
+        reason = str(exc)
+    if reason is not None:
+        # The sender's fault, not this flow's: raised outside the handler so that the decoding
+        # error is not in the cause chain (where the hospital would take it for a broken
+        # checkpoint and keep the flow for observation instead of failing it, telling the peer).
+        raise UnexpectedPayloadError(_type_label(expected), f"an undecodable payload ({reason})")
     # The exact class is by far the common case: one identity test, no lookup.
     if type(value) is not expected and not check_for(expected)(value):
         raise UnexpectedPayloadError(_type_label(expected), _describe(value, expected))

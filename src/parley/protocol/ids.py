@@ -19,6 +19,11 @@ def reject_id(initiator_session: str) -> str:
     return f"reject:{initiator_session}"
 
 
+def violation_id(session_id: str) -> str:
+    """Id of the end a node put to one of its own sessions whose peer broke the protocol."""
+    return f"violation:{session_id}"
+
+
 def error_id(flow_id: str, index: int) -> str:
     """Id of the ``index``-th error of a flow: errors re-raised on replay get the same id."""
     return f"{flow_id}:e{index}"
@@ -29,4 +34,4 @@ def operation_id(flow_id: str, suspends: int) -> str:
     return f"{flow_id}:{suspends}"
 
 
-__all__ = ["error_id", "message_id", "operation_id", "reject_id"]
+__all__ = ["error_id", "message_id", "operation_id", "reject_id", "violation_id"]

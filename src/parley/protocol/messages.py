@@ -29,9 +29,19 @@ WIRE_VERSION = 1
 NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
+#: Names already found valid (bounded: a cache, not a registry).
+_VALID_NAMES: set[str] = set()
+
+
 def is_node_name(name: object) -> bool:
     """Whether ``name`` is a valid node name (see :data:`NODE_NAME`)."""
-    return isinstance(name, str) and NODE_NAME.match(name) is not None
+    if name in _VALID_NAMES:
+        return True
+    if not isinstance(name, str) or NODE_NAME.match(name) is None:
+        return False
+    if len(_VALID_NAMES) < 10_000:
+        _VALID_NAMES.add(name)
+    return True
 
 
 @codec.serializable(name="p.FlowInfo")
@@ -223,6 +233,12 @@ def _check_header(raw: dict[str, Any]) -> None:
     for key in ("id", "sender", "recipient", "kind"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise DeserializationError(f"envelope field {key!r} must be a non-empty string")
+    for key in ("sender", "recipient"):
+        if not is_node_name(raw[key]):
+            raise DeserializationError(
+                f"envelope field {key!r} is not a node name (1-128 of A-Z a-z 0-9 _ -): "
+                f"{raw[key][:40]!r}"
+            )
     if set(raw) != {"v", "id", "sender", "recipient", "kind", "body"}:
         extra = sorted(set(raw) - {"v", "id", "sender", "recipient", "kind", "body"})
         raise DeserializationError(f"envelope has unexpected fields {extra}")

@@ -1,26 +1,40 @@
-"""The SessionRouter: decodes inbound envelopes and routes them to the shard that owns their flow.
+"""The SessionRouter: checks and decodes inbound messages and routes them to their flow's shard.
 
 It runs on the NATS bridge's loop thread: a separate actor would put one more thread hop on every
 inbound message's path (measured: ~0.1-0.3 ms each on this machine), and routing never blocks.
-Messages arrive in batches. Each is decoded (whitelist codec, bounded size) and handed to the shard
-that owns its flow: for a session-init, the responder's flow id derived from the init; for every
-other message, the flow id embedded in the recipient session id. Nothing here touches the
-database: deduplication happens in the flows' own state (sequence numbers) and, for session-inits,
-in the worker (the processed-inits table). Undecodable input is acked, dropped and logged with the
-reason.
+Messages arrive in batches. Each one is first checked against the subject it came on
+(``parley.p2p.<this node>.<sender>``, with a valid sender name), then decoded (whitelist codec,
+bounded size); every envelope in it must name the subject's sender as its sender and this node
+as its recipient. Then each envelope goes to the shard that owns its flow: for a session-init, the
+responder's flow id derived from the init; for every other message, the flow id embedded in the
+recipient session id. Nothing here touches the database: deduplication happens in the flows' own
+state (sequence numbers) and, for session-inits, in the worker (the processed-inits table).
+
+A message that fails a check is *refused*: acked (so it can't clog the consumer), dropped, logged
+at WARNING with the reason, and counted in :attr:`SessionRouter.refused` by reason (see
+:data:`REASONS`); no flow sees it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from parley.engine.handles import flow_id_for, shard_of
 from parley.protocol.errors import DeserializationError
-from parley.protocol.messages import Envelope, decode_envelopes
+from parley.protocol.messages import Envelope, decode_envelopes, is_node_name
+from parley.transport.names import SUBJECT_PREFIX
+
+#: Why a message can be refused, and what each reason means.
+REASONS: Final = {
+    "bad_subject": "the subject is not parley.p2p.<this node>.<valid sender name>",
+    "undecodable": "not a well-formed envelope or batch (or over the size limit)",
+    "subject_mismatch": "an envelope's sender is not the sender named by the subject",
+    "wrong_recipient": "an envelope is addressed to another node",
+}
 
 log = logging.getLogger("parley.router")
 
@@ -77,35 +91,51 @@ class SessionRouter:
 
     def __init__(
         self,
+        node: str,
         shards: int,
         deliver: Callable[[int, tuple[tuple[Envelope, Any], ...]], None],
         ack: Callable[[Sequence[Any]], None],
         *,
         max_size: int,
     ) -> None:
-        """Route to ``shards`` shards.
+        """Route this node's messages to ``shards`` shards.
 
         Args:
+            node: this node's name: the recipient of every message it accepts.
             shards: how many workers the flows are spread over.
             deliver: ``deliver(shard, ((envelope, ack token), ...))`` hands a batch to a worker;
                 must not block.
-            ack: acks the tokens of messages dropped here (undecodable).
+            ack: acks the tokens of messages refused here.
             max_size: the largest message accepted for decoding, in bytes.
         """
+        self.node = node
         self.shards = shards
         self.deliver = deliver
         self.ack = ack
         self.max_size = max_size
+        self._prefix = f"{SUBJECT_PREFIX}.{node}."
+        #: Messages refused so far, by reason (a key of :data:`REASONS`).
+        self.refused: Counter[str] = Counter()
 
     def route(self, items: Sequence[tuple[bytes, Any]]) -> None:
-        """Decode ``(bytes, ack token)`` pairs and hand them to their workers (never blocks)."""
+        """Check and decode ``(bytes, delivery)`` pairs and hand them to their workers.
+
+        Never blocks. A delivery is anything with a ``subject`` attribute (the NATS subject).
+        """
         batches: dict[int, list[tuple[Envelope, Any]]] = defaultdict(list)
         for data, delivery in items:
+            sender = self._sender_of(delivery.subject)
+            if sender is None:
+                self._refuse(delivery, "bad_subject", repr(delivery.subject[:200]))
+                continue
             try:
                 envelopes = decode_envelopes(data, max_size=self.max_size)
             except DeserializationError as exc:
-                log.warning("dropping an undecodable message (%d bytes): %s", len(data), exc)
-                self.ack([delivery])
+                self._refuse(delivery, "undecodable", f"{len(data)} bytes from {sender}: {exc}")
+                continue
+            wrong = self._misaddressed(envelopes, sender)
+            if wrong is not None:
+                self._refuse(delivery, *wrong)
                 continue
             if len(envelopes) == 1:
                 tokens: list[Any] = [delivery]
@@ -117,5 +147,27 @@ class SessionRouter:
         for shard, batch in batches.items():
             self.deliver(shard, tuple(batch))
 
+    def _sender_of(self, subject: str) -> str | None:
+        """The sender named by ``subject`` if it is ``parley.p2p.<this node>.<valid name>``."""
+        if not subject.startswith(self._prefix):
+            return None
+        sender = subject[len(self._prefix) :]
+        return sender if is_node_name(sender) else None
 
-__all__ = ["Part", "SessionRouter", "SharedDelivery", "resolve_acks"]
+    def _misaddressed(self, envelopes: list[Envelope], sender: str) -> tuple[str, str] | None:
+        for envelope in envelopes:
+            if envelope.sender != sender:
+                detail = f"envelope {envelope.id!r} claims {envelope.sender!r}, subject {sender!r}"
+                return "subject_mismatch", detail
+            if envelope.recipient != self.node:
+                detail = f"envelope {envelope.id!r} from {sender} is for {envelope.recipient!r}"
+                return "wrong_recipient", detail
+        return None
+
+    def _refuse(self, delivery: Any, reason: str, detail: str) -> None:
+        self.refused[reason] += 1
+        log.warning("refused a message (%s): %s", reason, detail)
+        self.ack([delivery])
+
+
+__all__ = ["REASONS", "Part", "SessionRouter", "SharedDelivery", "resolve_acks"]

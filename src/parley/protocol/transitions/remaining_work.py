@@ -51,6 +51,7 @@ from parley.protocol.requests import (
 )
 from parley.protocol.state import FlowState, Pending, SessionStatus
 from parley.protocol.transitions.common import (
+    checkpoint,
     end_session,
     ended_session_error,
     flush_confirms,
@@ -75,7 +76,30 @@ def with_sends(transition: Transition, envelopes: list[Envelope]) -> Transition:
 
 
 def pending_work(state: FlowState, pending: Pending) -> Transition:
-    """Carry out (or keep waiting on) the pending request."""
+    """Carry out (or keep waiting on) the pending request.
+
+    A flow that keeps waiting while it holds deliveries it has not consumed (early messages,
+    messages on a session it is not reading, a Confirm before the reply) checkpoints them, so that
+    they are acked now rather than at its next suspension: otherwise a peer could keep a node's
+    consumer full of un-acked messages for as long as the flow waits.
+    """
+    transition = _pending_work(state, pending)
+    waiting = transition.new_state
+    if (
+        isinstance(transition.continuation, ProcessEvents)
+        and waiting.deliveries
+        and waiting.pending is not None
+        and waiting.errors is None
+        and waiting.finishing is None
+        and not waiting.idempotent
+        and waiting.restored_pending is None
+    ):
+        waiting, persist = checkpoint(waiting)
+        return Transition(waiting, (*transition.actions, *persist), transition.continuation)
+    return transition
+
+
+def _pending_work(state: FlowState, pending: Pending) -> Transition:
     state, envelopes = flush_confirms(state)
     key = pending.fingerprint
     request = pending.request
