@@ -84,11 +84,18 @@ def test_signatures_verify_only_for_the_right_key_and_data() -> None:
     assert verify(alice.public_key, b"payload", signature)
     assert not verify(bob.public_key, b"payload", signature)
     assert not verify(alice.public_key, b"payloaD", signature)
-    assert not verify(alice.public_key, b"payload", signature[:-1] + b"\x00")
+    flipped = signature[:-1] + bytes([signature[-1] ^ 0x01])  # always differs in its last byte
+    assert not verify(alice.public_key, b"payload", flipped)
+
+
+def _with_last_character_changed(key: str) -> str:
+    """``key`` with its last character replaced by another one: the checksum no longer fits."""
+    return key[:-1] + ("B" if key[-1] == "A" else "A")
 
 
 @pytest.mark.parametrize(
-    "public_key", ["", "U", "x" * 56, "U" + "A" * 55, KeyPair.generate().public_key[:-1] + "A"]
+    "public_key",
+    ["", "U", "x" * 56, "U" + "A" * 55, _with_last_character_changed(KeyPair.generate().public_key)],
 )
 def test_malformed_keys_and_signatures_verify_as_false_without_raising(public_key: str) -> None:
     assert not verify(public_key, b"data", b"\x00" * 64)
