@@ -88,8 +88,9 @@ def test_more_unconsumed_messages_than_the_window_end_the_session() -> None:
     last = MAX_UNCONSUMED + 1
     result = transition(state, SessionMessageDelivered(Data(sid, last, b"\x00"), "bob", "over"))
     assert acks_of(result.actions) == ["over"]
-    assert result.new_state.sessions[sid].rejection is not None
-    assert "has not received" in result.new_state.sessions[sid].rejection[1]
+    rejection = result.new_state.sessions[sid].rejection
+    assert rejection is not None
+    assert "has not received" in rejection[1]
 
 
 def test_the_peer_is_told_when_the_flow_fails_of_the_violation() -> None:
