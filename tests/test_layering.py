@@ -26,12 +26,12 @@ LAYERS: dict[str, set[str]] = {
     "identity": {"protocol"},
     "parley": {"flows", "protocol"},
     "engine": {"flows", "store", "protocol"},
-    "transport": {"engine", "protocol"},
+    "transport": {"engine", "identity", "protocol"},
     "actors": {"engine", "flows", "store", "protocol"},
-    "node": {"actors", "transport", "engine", "flows", "store", "protocol"},
-    "testing": {"transport", "engine", "flows", "store", "protocol"},
+    "node": {"actors", "transport", "engine", "identity", "flows", "store", "protocol"},
+    "testing": {"transport", "engine", "identity", "flows", "store", "protocol"},
     "apps": {"parley"},
-    "cli": {"node", "engine", "flows", "protocol"},
+    "cli": {"node", "transport", "engine", "identity", "flows", "protocol"},
 }
 #: Libraries a part must not import at all.
 FORBIDDEN: dict[str, set[str]] = {

@@ -29,6 +29,7 @@ from parley.protocol.errors import (
     SerializationError,
     UnexpectedFlowEndException,
     UnexpectedPayloadError,
+    UnknownPartyException,
 )
 from parley.protocol.messages import FlowInfo
 
@@ -51,6 +52,7 @@ __all__ = [
     "Step",
     "UnexpectedFlowEndException",
     "UnexpectedPayloadError",
+    "UnknownPartyException",
     "UntrustworthyData",
     "initiated_by",
     "initiating_flow",

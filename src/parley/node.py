@@ -40,8 +40,15 @@ import pykka
 
 from parley.actors.hospital import ActorHospital, HospitalActor
 from parley.actors.manager import FlowManager, RestoreAll, StatsRequest, WorkerFailed
-from parley.actors.persistence import AppMigrations, CommitStats, Persistence
-from parley.actors.worker import Deliver, FlowWorker, KillFlow, StartFlow, WorkerServices
+from parley.actors.persistence import AppMigrations, Commit, CommitStats, Persistence
+from parley.actors.worker import (
+    Deliver,
+    FlowWorker,
+    KillFlow,
+    RevokePeer,
+    StartFlow,
+    WorkerServices,
+)
 from parley.engine.apps import app_migrations, load_apps
 from parley.engine.describe import described
 from parley.engine.handles import FlowHandle, client_flow_id, shard_of
@@ -52,14 +59,19 @@ from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
+from parley.identity.keys import KeyPair, load_identity
+from parley.identity.netmap import MapEntryError, NetworkMap, NodeEntry
+from parley.identity.signing import MessageSigner, MessageVerifier
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
-from parley.protocol.records import FlowStatus
+from parley.protocol.records import FlowStatus, PutMapEntry
 from parley.store import FlowSummary, SqliteStore
 from parley.transport.bridge import NatsBridge
+from parley.transport.mapsync import MapSync
 from parley.transport.natsserver import EmbeddedNatsServer
 from parley.transport.router import REASONS, SessionRouter, resolve_acks
+from parley.transport.security import NatsAuth
 
 T = TypeVar("T")
 log = logging.getLogger("parley.node")
@@ -94,6 +106,21 @@ class NodeConfig:
     max_message_size: int = DEFAULT_MAX_SIZE
     #: Add a log handler that tags every line with its flow id.
     configure_logging: bool = False
+    #: The network operator's public key (``O...``): the node trusts only network map entries it
+    #: signed, signs every message it sends with its own key (``data_dir/identity.nk``, created
+    #: at the first start) and accepts only messages signed by admitted nodes. ``None`` runs the
+    #: node without a network map: its messages are not authenticated (development only).
+    operator_key: str | None = None
+    #: Seconds to wait at start for the network map's current entries (then it goes on with the
+    #: copy in its database, and keeps trying).
+    map_wait: float = 5.0
+    #: Authenticate to NATS with the node's key (NKey); the server must admit that key.
+    nats_nkey: bool = False
+    #: TLS to NATS: the CA that the server's certificate chains to (``tls://`` URLs).
+    nats_tls_ca: Path | None = None
+    #: TLS to NATS: a client certificate and its key, for servers that verify clients.
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
     #: Responder registry to use instead of the one built from ``apps`` (tests).
     registry: FlowRegistry | None = field(default=None, repr=False)
 
@@ -143,6 +170,8 @@ class Node:
         self._timers: TimerService | None = None
         self._operations: ThreadPoolExecutor | None = None
         self._router: SessionRouter | None = None
+        self._map: NetworkMap | None = None
+        self._map_sync: MapSync | None = None
         self._held: list[tuple[bytes, Any]] = []
         self._held_lock = threading.Lock()
         self._restored = False
@@ -171,6 +200,7 @@ class Node:
     def _start(self, config: NodeConfig) -> None:
         modules = load_apps(config.apps, config.app_paths)
         registry = config.registry or FlowRegistry.from_apps(modules)
+        identity = self._identity(config)  # before the database: a new node gets a new key
         if self.url is None:
             self.nats = EmbeddedNatsServer(
                 config.data_dir / "nats", sync_always=config.jetstream_sync_always
@@ -191,11 +221,14 @@ class Node:
         self._operations = ThreadPoolExecutor(
             config.operation_threads, thread_name_prefix=f"parley-ops-{config.name}"
         )
+        connect_options = self._connect_options(config, identity)
+        network_map = self._network_map(config) if config.operator_key is not None else None
         self._bridge = NatsBridge(
             config.name,
             self.url,
             on_messages=self._on_messages,
             connect_timeout=config.connect_timeout,
+            connect_options=connect_options,
         )
         self._bridge.start()
         messaging = _Messaging(self._bridge)
@@ -210,14 +243,20 @@ class Node:
             hospital=self._hospital,
             live_budget=max(1, config.max_live_flows // config.workers),
             passivate_after=config.passivate_after,
+            shards=config.workers,
+            sign=MessageSigner(identity) if network_map is not None and identity else None,
+            parties=network_map,
         )
         self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
+        verifier = MessageVerifier(network_map) if network_map is not None else None
         self._router = SessionRouter(
             config.name,
             len(self._workers),
             self._deliver,
             messaging.ack,
             max_size=config.max_message_size,
+            verify=verifier.check if verifier is not None else None,
+            lookup=self._lookup if network_map is not None else None,
         )
         self._manager = FlowManager.start(
             self._workers, self.db_path, lambda index: FlowWorker.start(index, services)
@@ -235,7 +274,100 @@ class Node:
         restored = sum(f.result(timeout=300) for f in reply.result(timeout=60))
         if restored:
             log.info("restored %d flows", restored)
+        if network_map is not None:
+            assert identity is not None
+            self._follow_map(config, network_map, identity, connect_options)
         self._release_held()
+
+    # ---- identity and the network map ---------------------------------------------------------
+    def _identity(self, config: NodeConfig) -> KeyPair | None:
+        """The node's key, if it needs one (a network map, or NKey authentication to NATS)."""
+        if config.operator_key is None and not config.nats_nkey:
+            return None
+        key = load_identity(config.data_dir)
+        log.info("node %s has the identity %s", config.name, key.public_key)
+        return key
+
+    @staticmethod
+    def _connect_options(config: NodeConfig, identity: KeyPair | None) -> dict[str, Any]:
+        tls = config.nats_tls_ca or config.nats_tls_cert
+        if not (config.nats_nkey or tls):
+            return {}
+        auth = NatsAuth(
+            seed=identity.seed if config.nats_nkey and identity is not None else None,
+            ca_file=config.nats_tls_ca,
+            cert_file=config.nats_tls_cert,
+            key_file=config.nats_tls_key,
+        )
+        return auth.connect_options(config.name)
+
+    def _network_map(self, config: NodeConfig) -> NetworkMap:
+        """The map the node trusts, from its database's copy; changes are kept there too."""
+        assert config.operator_key is not None
+        network_map = NetworkMap(config.operator_key)
+        with SqliteStore(self.db_path, readonly=True) as store:
+            cached = store.map_entries()
+        for data in cached:
+            try:
+                network_map.accept(data)
+            except MapEntryError as exc:
+                log.warning("ignoring a stored network map entry: %s", exc)
+        network_map.listen(self._on_map_entry)
+        self._map = network_map
+        return network_map
+
+    def _follow_map(
+        self,
+        config: NodeConfig,
+        network_map: NetworkMap,
+        identity: KeyPair,
+        connect_options: dict[str, Any],
+    ) -> None:
+        assert self.url is not None
+        self._map_sync = MapSync(config.name, self.url, network_map, connect_options)
+        if not self._map_sync.start(wait=config.map_wait):
+            log.warning(
+                "the network map's bucket could not be read within %s s; going on with the %d "
+                "entries this node has, and trying again",
+                config.map_wait,
+                len(network_map.entries()),
+            )
+        own = network_map.entry(config.name)
+        if own is None or not own.admitted or identity.public_key not in own.keys:
+            state = (
+                "is not in the network map"
+                if own is None
+                else ("is revoked" if not own.admitted else "is admitted under another key")
+            )
+            raise NodeError(
+                f"node {config.name} {state}: ask the network operator to run "
+                f"`parley network admit {config.name} {identity.public_key}`"
+            )
+
+    def _on_map_entry(self, entry: NodeEntry, data: bytes) -> None:
+        """A newer entry: keep it in the database; a revocation ends sessions with that node."""
+        persistence = self._persistence
+        if persistence is not None:
+
+            def kept(error: BaseException | None) -> None:
+                if error is not None:
+                    log.warning("keeping the map entry of %s failed: %r", entry.name, error)
+
+            with contextlib.suppress(pykka.ActorDeadError):
+                persistence.tell(Commit((PutMapEntry(entry.name, entry.serial, data),), kept))
+        if not entry.admitted and entry.name != self.config.name:
+            reason = f"{entry.name} was revoked from the network"
+            for worker in list(self._workers):
+                with contextlib.suppress(pykka.ActorDeadError):
+                    worker.tell(RevokePeer(entry.name, reason))
+
+    def _lookup(self, name: str, done: Callable[[], None]) -> None:
+        """The router asks for a sender it does not know (see ``SessionRouter``)."""
+        sync = self._map_sync
+        if sync is None:
+            done()
+            return
+        sync.lookup(name, done)
 
     def _on_messages(self, items: list[tuple[bytes, Any]]) -> None:
         """Called on the NATS loop thread: hand the batch over (held until restore is done)."""
@@ -275,6 +407,9 @@ class Node:
                     log.warning("actor %s did not stop in time", ref)
         self._actors, self._workers = [], []
         self._manager = self._persistence = None
+        if self._map_sync is not None:
+            self._map_sync.stop()
+            self._map_sync = None
         if self._bridge is not None:
             self._bridge.stop()
             self._bridge = None

@@ -95,7 +95,13 @@ def _with_last_character_changed(key: str) -> str:
 
 @pytest.mark.parametrize(
     "public_key",
-    ["", "U", "x" * 56, "U" + "A" * 55, _with_last_character_changed(KeyPair.generate().public_key)],
+    [
+        "",
+        "U",
+        "x" * 56,
+        "U" + "A" * 55,
+        _with_last_character_changed(KeyPair.generate().public_key),
+    ],
 )
 def test_malformed_keys_and_signatures_verify_as_false_without_raising(public_key: str) -> None:
     assert not verify(public_key, b"data", b"\x00" * 64)

@@ -117,6 +117,7 @@ def test_hostile_input_is_acked_logged_and_leaves_other_flows_alone(
         for kind, data in hostile_messages(tmp_path).items():
             peer.publish_raw("alice", data, f"hostile-{kind}")
         assert handle.result(30) == 6
+
         def dropped() -> list[str]:
             lines = [r.getMessage() for r in caplog.records]
             return [m for m in lines if "dropping" in m or "refused a message" in m]

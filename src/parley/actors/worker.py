@@ -33,10 +33,10 @@ import pykka
 
 from parley.actors.base import Actor
 from parley.actors.persistence import Commit
-from parley.engine.handles import FlowHandle, flow_id_for
+from parley.engine.handles import FlowHandle, flow_id_for, shard_of
 from parley.engine.hospital import HospitalPort
-from parley.engine.outbox import Outgoing, messages_for
-from parley.engine.runtime import FlowRuntime
+from parley.engine.outbox import Outgoing, Sign, messages_for
+from parley.engine.runtime import FlowRuntime, Parties
 from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
@@ -107,6 +107,14 @@ class KillFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokePeer:
+    """``peer`` was revoked from the network: end this shard's sessions with it."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Inspect:
     """Ask for the worker's counters (live flows, passivations)."""
 
@@ -127,6 +135,12 @@ class WorkerServices:
     hospital: HospitalPort
     live_budget: int = 10_000
     passivate_after: float = 60.0
+    #: How many workers share the node's flows (a flow's shard is ``shard_of(flow_id, shards)``).
+    shards: int = 1
+    #: Signs every message the node sends (``None``: a node without a network map).
+    sign: Sign | None = None
+    #: Who is in the network (the network map); ``None``: every party is.
+    parties: Parties | None = None
     #: Told when a worker dies: ``(index, the handles its clients hold)``; the supervisor starts a
     #: new worker for the shard (see :class:`~parley.actors.manager.FlowManager`).
     on_worker_failure: Callable[[int, dict[str, FlowHandle[Any]]], None] | None = None
@@ -198,7 +212,8 @@ class WorkerPorts:
                 self._back(functools.partial(done, error))
 
         try:
-            self._services.publisher.publish(messages_for(outbox), published)
+            messages = messages_for(outbox, self._services.sign)
+            self._services.publisher.publish(messages, published)
         except Exception as exc:  # e.g. a name the transport refuses: the flows' sends failed
             log.exception("publishing %d flows' messages failed", len(dones))
             published(exc)
@@ -261,6 +276,7 @@ class FlowWorker(Actor):
             self.ports,
             registry=self.services.registry,
             hospital=self.services.hospital,
+            parties=self.services.parties,
         )
         self._schedule_sweep()
 
@@ -338,6 +354,18 @@ class FlowWorker(Actor):
                     runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
+            case RevokePeer(peer=peer, reason=reason):
+                shards = self.services.shards
+                stored = [
+                    f
+                    for f in runtime.store.runnable_flow_ids()
+                    if shard_of(f, shards) == self.index
+                ]
+                told = runtime.peer_revoked(peer, reason, stored)
+                if told:
+                    log.warning(
+                        "%s was revoked: %d flows of worker %d told", peer, told, self.index
+                    )
             case Inspect(reply=reply):
                 reply.set_result(
                     {
@@ -461,6 +489,7 @@ __all__ = [
     "KillFlow",
     "Publisher",
     "RestoreFlows",
+    "RevokePeer",
     "StartFlow",
     "WorkerDied",
     "WorkerPorts",

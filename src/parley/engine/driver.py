@@ -120,6 +120,10 @@ class FlowHost(Protocol):
         """The driver has events to process: call ``driver.run()`` soon, on the host's thread."""
         ...
 
+    def party_refusal(self, party: str) -> str | None:
+        """Why a flow may not open a session with ``party`` (``None``: it may)."""
+        ...
+
     def now(self) -> datetime: ...
 
     def random(self) -> float: ...
@@ -189,7 +193,8 @@ class FlowDriver:
         return self.state.idempotent
 
     def initiate(self, destination: str) -> str:
-        value = self._immediate(InitiateFlow(destination), f"initiate {destination}")
+        refusal = None if self._before_live else self.host.party_refusal(destination)
+        value = self._immediate(InitiateFlow(destination, refusal), f"initiate {destination}")
         if not isinstance(value, str):
             raise ProtocolViolation(f"initiate_flow resumed with {value!r}")
         return value

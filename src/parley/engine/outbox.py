@@ -10,7 +10,7 @@ deterministic id, so a retried turn re-sends the same messages under the same id
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from parley.protocol.messages import MAX_BATCH, Envelope, encode_batch, encode_envelope
@@ -31,20 +31,33 @@ class Outgoing:
     msg_id: str
     #: The encoded envelope or batch.
     data: bytes
+    #: The sender's signature of ``data`` (the ``Parley-Sig`` header), if the node signs.
+    signature: str | None = None
 
 
-def messages_for(outbox: Mapping[str, Sequence[Envelope]]) -> list[Outgoing]:
-    """The messages that carry ``outbox`` (envelopes by recipient, in sending order)."""
+#: Signs a message's payload: returns the ``Parley-Sig`` header value.
+Sign = Callable[[bytes], str]
+
+
+def messages_for(
+    outbox: Mapping[str, Sequence[Envelope]], sign: Sign | None = None
+) -> list[Outgoing]:
+    """The messages that carry ``outbox`` (envelopes by recipient, in sending order).
+
+    Args:
+        outbox: the envelopes to send, by recipient.
+        sign: signs each message (``None``: messages go unsigned).
+    """
     messages: list[Outgoing] = []
     for recipient, envelopes in outbox.items():
         for batch in _batches(envelopes):
             if len(batch) == 1:
                 (envelope,) = batch
-                data = encode_envelope(envelope)
-                messages.append(Outgoing(recipient, envelope.sender, envelope.id, data))
+                msg_id, data = envelope.id, encode_envelope(envelope)
             else:
-                batch_id, data = encode_batch(batch)
-                messages.append(Outgoing(recipient, batch[0].sender, batch_id, data))
+                msg_id, data = encode_batch(batch)
+            signature = sign(data) if sign is not None else None
+            messages.append(Outgoing(recipient, batch[0].sender, msg_id, data, signature))
     return messages
 
 
@@ -68,4 +81,4 @@ def _weight(envelope: Envelope) -> int:
     return _ENVELOPE_OVERHEAD + len(payload) + len(getattr(body, "exception", None) or b"")
 
 
-__all__ = ["MAX_MESSAGE_BYTES", "Outgoing", "messages_for"]
+__all__ = ["MAX_MESSAGE_BYTES", "Outgoing", "Sign", "messages_for"]

@@ -96,6 +96,9 @@ class _CheckingHost:
     def ready(self, driver: FlowDriver) -> None:
         pass  # the events it would process next are the live run's, not the replay's
 
+    def party_refusal(self, party: str) -> str | None:
+        return None  # a replay answers initiate_flow from the journal
+
     def now(self) -> datetime:
         return _EPOCH
 

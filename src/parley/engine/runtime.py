@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from parley.engine.driver import FlowDriver
 from parley.engine.handles import FlowHandle, FlowLostError, client_flow_id, responder_flow_id
@@ -53,6 +53,7 @@ from parley.protocol.events import (
     OperationCompleted,
     OperationFailed,
     PassivationRequested,
+    PeerRevoked,
     RetryFromCheckpoint,
     SessionMessageDelivered,
     WokeUp,
@@ -74,6 +75,18 @@ T = TypeVar("T")
 log = logging.getLogger("parley.runtime")
 
 
+class Parties(Protocol):
+    """Who is in the network, as the runtime asks (the node's network map)."""
+
+    def refusal(self, name: str) -> str | None:
+        """Why a flow may not open a session with ``name`` (``None``: it may)."""
+        ...
+
+    def revoked(self, name: str) -> bool:
+        """Whether ``name`` was revoked from the network."""
+        ...
+
+
 class FlowRuntime:
     """Hosts flow drivers; see the module docstring."""
 
@@ -85,8 +98,20 @@ class FlowRuntime:
         *,
         registry: FlowRegistry | None = None,
         hospital: HospitalPort | None = None,
+        parties: Parties | None = None,
     ) -> None:
+        """Host flows for node ``identity``.
+
+        Args:
+            identity: the node's name.
+            store: the node's store (read; writes go through ``ports.commit``).
+            ports: what the runtime does to the world.
+            registry: which responder answers which initiating flow.
+            hospital: where errored flows go.
+            parties: who is in the network (the network map); ``None`` admits every party.
+        """
         self.identity = identity
+        self.parties = parties
         self.store = store
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
@@ -360,6 +385,10 @@ class FlowRuntime:
             record.handle = FlowHandle(flow_id, tracker_of(flow))
             record.handle.started.set_result(None)  # it is durable: it has a checkpoint
         driver.start_replay()
+        if self.parties is not None:
+            for peer in {s.peer for s in state.sessions.values()}:
+                if self.parties.revoked(peer):
+                    driver.post(PeerRevoked(peer, f"{peer} was revoked from the network"))
         return driver
 
     def _commit_quietly(self, ops: tuple[StoreOp, ...]) -> None:
@@ -657,6 +686,36 @@ class FlowRuntime:
             fresh_record.uncommitted.append(delivered)
             fresh.post(delivered)
 
+    def party_refusal(self, party: str) -> str | None:
+        return self.parties.refusal(party) if self.parties is not None else None
+
+    def peer_revoked(self, peer: str, reason: str, stored: Iterable[str] = ()) -> int:
+        """End the sessions of every flow here with ``peer``, which was revoked.
+
+        Live flows are told at once; ``stored`` names flows of this runtime that are not in
+        memory (passivated): those with a session to ``peer`` are restored and told too.
+
+        Returns:
+            How many flows were told.
+        """
+        told = 0
+        event = PeerRevoked(peer, reason)
+        for driver in list(self.flows.drivers()):
+            if _has_session_with(driver.state, peer):
+                driver.post(event)
+                told += 1
+        for flow_id in stored:
+            if self.is_live(flow_id):
+                continue
+            found = self.store.load_flow(flow_id)
+            if found is None or found.header is None or not _header_mentions(found.header, peer):
+                continue
+            record = self._live(flow_id)
+            if record is not None and record.driver is not None:
+                record.driver.post(event)
+                told += 1
+        return told
+
     def now(self) -> datetime:
         return self.ports.now()
 
@@ -665,6 +724,19 @@ class FlowRuntime:
 
     def uuid(self) -> str:
         return self.ports.uuid()
+
+
+def _has_session_with(state: FlowState, peer: str) -> bool:
+    return any(session.peer == peer for session in state.sessions.values())
+
+
+def _header_mentions(header: bytes, peer: str) -> bool:
+    """Whether a stored header may hold a session with ``peer`` (a cheap test before a restore).
+
+    The node name is a CBOR text string in the header; a false positive only costs a restore.
+    """
+    encoded = peer.encode()
+    return encoded in header
 
 
 def _log_end(driver: FlowDriver, error: BaseException | None, now: datetime) -> None:

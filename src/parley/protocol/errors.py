@@ -219,6 +219,19 @@ class ProtocolViolation(ParleyError):
     """A peer or the local state machine broke the session protocol (an event that can't happen)."""
 
 
+class UnknownPartyException(FlowException):
+    """``initiate_flow(party)`` named a node the network map does not admit (unknown or revoked).
+
+    Raised at once, at the call, instead of waiting for an answer that can't come.
+    """
+
+    party: str
+
+    def __init__(self, message: str = "", party: str = "") -> None:
+        super().__init__(message)
+        self.party = party
+
+
 # --------------------------------------------------------------------------------------------
 # The flow author's fault
 # --------------------------------------------------------------------------------------------
@@ -324,5 +337,6 @@ __all__ = [
     "StateTransitionError",
     "UnexpectedFlowEndException",
     "UnexpectedPayloadError",
+    "UnknownPartyException",
     "type_name",
 ]

@@ -53,9 +53,14 @@ class FlowFailed:
 
 @dataclass(frozen=True, slots=True)
 class InitiateFlow:
-    """The flow called ``initiate_flow(destination)`` (no network traffic yet)."""
+    """The flow called ``initiate_flow(destination)`` (no network traffic yet).
+
+    ``refusal`` says why the network map does not admit ``destination`` (the host looks it up
+    when the flow runs live; a replay answers from the journal instead).
+    """
 
     destination: str
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,14 @@ class ActionFailed:
     action: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerRevoked:
+    """``peer`` was revoked from the network: the flow's sessions with it end, for ``reason``."""
+
+    peer: str
+    reason: str
+
+
 Event = (
     DoRemainingWork
     | SessionMessageDelivered
@@ -154,6 +167,7 @@ Event = (
     | KillRequested
     | PassivationRequested
     | ActionFailed
+    | PeerRevoked
 )
 
 __all__ = [
@@ -168,6 +182,7 @@ __all__ = [
     "OperationCompleted",
     "OperationFailed",
     "PassivationRequested",
+    "PeerRevoked",
     "RetryFromCheckpoint",
     "SessionMessageDelivered",
     "StartErrorPropagation",

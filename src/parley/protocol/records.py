@@ -104,6 +104,16 @@ class PutFlowResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PutMapEntry:
+    """Keep a node's operator-signed network map entry (a newer serial replaces an older one)."""
+
+    name: str
+    serial: int
+    #: The signed entry, exactly as the operator published it.
+    entry: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class FlowWrite:
     """A write the flow's code queued with ``services.db.execute``; commits with the checkpoint."""
 
@@ -118,6 +128,7 @@ StoreOp = (
     | DeleteFlow
     | PutProcessedInit
     | PutFlowResult
+    | PutMapEntry
     | FlowWrite
 )
 
@@ -129,6 +140,7 @@ __all__ = [
     "PutCheckpoint",
     "PutFlowResult",
     "PutFlowStart",
+    "PutMapEntry",
     "PutProcessedInit",
     "SetFlowStatus",
     "StartKind",

@@ -18,6 +18,7 @@ from parley.protocol.records import (
     PutCheckpoint,
     PutFlowResult,
     PutFlowStart,
+    PutMapEntry,
     PutProcessedInit,
     SetFlowStatus,
     StoreOp,
@@ -78,6 +79,8 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
             )
         case PutFlowResult():
             _put_flow_result(conn, op, now)
+        case PutMapEntry():
+            conn.execute(schema.UPSERT_MAP_ENTRY, (op.name, op.serial, op.entry, now))
         case FlowWrite():
             conn.execute(op.sql, op.params)
         case _:

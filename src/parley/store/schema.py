@@ -16,6 +16,8 @@ Tables (all ``STRICT``, so SQLite refuses a value of the wrong type):
     Outcomes of finished flows started with a client id. Outlives the flow.
 ``app_migrations``
     Which of each app's migration scripts were applied.
+``network_map``
+    The node's copy of the network map: each node's operator-signed entry, newest serial only.
 
 ``flow_header`` and ``journal`` reference ``flow_start`` through *deferred* foreign keys: a
 checkpoint of an unknown flow fails at ``COMMIT``, whatever the order of the operations inside the
@@ -130,8 +132,19 @@ _V2 = """
 ALTER TABLE flow_result ADD COLUMN args BLOB;
 """
 
+# v3: the node's copy of the network map (operator-signed entries, newest serial per node), so
+# that a node can start while the map's bucket is out of reach.
+_V3 = """
+CREATE TABLE network_map (
+    name TEXT PRIMARY KEY,
+    serial INTEGER NOT NULL CHECK (serial >= 0),
+    entry BLOB NOT NULL,
+    updated_at REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+"""
+
 #: Core migrations, in order. ``PRAGMA user_version`` holds how many were applied.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 # ------------------------------------------------------------------------------------------------
 # Writes (one statement each; the connection's statement cache keeps them prepared)
@@ -182,6 +195,14 @@ FROM (SELECT 1) LEFT JOIN flow_start AS s ON s.flow_id = :flow_id
 """
 
 INSERT_APP_MIGRATION = "INSERT INTO app_migrations (app, idx, applied_at) VALUES (?, ?, ?)"
+
+# An older serial never replaces a newer one (entries may arrive in any order).
+UPSERT_MAP_ENTRY = """
+INSERT INTO network_map (name, serial, entry, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+    serial = excluded.serial, entry = excluded.entry, updated_at = excluded.updated_at
+WHERE excluded.serial > network_map.serial
+"""
 
 # ------------------------------------------------------------------------------------------------
 # Reads
@@ -247,3 +268,5 @@ LIMIT :limit
 """
 
 SELECT_APPLIED_APP_MIGRATIONS = "SELECT idx FROM app_migrations WHERE app = ?"
+
+SELECT_MAP_ENTRIES = "SELECT entry FROM network_map ORDER BY name"

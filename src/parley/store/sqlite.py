@@ -225,6 +225,10 @@ class SqliteStore:
             progress_step=step,
         )
 
+    def map_entries(self) -> list[bytes]:
+        """The signed network map entries kept by :class:`~parley.protocol.records.PutMapEntry`."""
+        return [entry for (entry,) in self._conn.execute(schema.SELECT_MAP_ENTRIES)]
+
     def runnable_flow_ids(self) -> list[str]:
         """Ids of the flows to restart (``RUNNABLE`` or ``HOSPITALIZED``), in start order."""
         return [fid for (fid,) in self._conn.execute(schema.SELECT_RUNNABLE)]

@@ -13,6 +13,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self
 
+from parley.identity.keys import KeyPair
+from parley.identity.signing import MessageSigner
 from parley.protocol.messages import Envelope, SessionMessage, decode_envelopes, encode_envelope
 from parley.transport.bridge import NatsBridge, Outgoing
 
@@ -23,10 +25,27 @@ _CHUNK = 2000
 class HandPeer:
     """A node called ``name`` whose messages are written by hand; see the module docstring."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        key: KeyPair | None = None,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Connect as node ``name``; with ``key``, every message it sends is signed with it.
+
+        Args:
+            url: the NATS server.
+            name: the node this peer plays.
+            key: its identity key (for a network with a map); ``None`` sends unsigned messages.
+            connect_options: more keyword arguments for ``nats.connect``.
+        """
         self.name = name
         self.inbox: queue.Queue[Envelope] = queue.Queue()
-        self.bridge = NatsBridge(name, url, on_messages=self._received)
+        self._sign = MessageSigner(key) if key is not None else None
+        self.bridge = NatsBridge(
+            name, url, on_messages=self._received, connect_options=connect_options
+        )
         self.bridge.start()
 
     def _received(self, items: list[tuple[bytes, Any]]) -> None:
@@ -36,8 +55,12 @@ class HandPeer:
         self.bridge.ack([delivery for _, delivery in items])
 
     def publish_raw(self, recipient: str, data: bytes, msg_id: str, timeout: float = 30) -> None:
-        """Put ``data`` (any bytes) on ``recipient``'s stream under ``msg_id``."""
-        self._publish([Outgoing(recipient, self.name, msg_id, data)], timeout)
+        """Put ``data`` (any bytes, signed if the peer has a key) on ``recipient``'s stream."""
+        self._publish([self._outgoing(recipient, msg_id, data)], timeout)
+
+    def _outgoing(self, recipient: str, msg_id: str, data: bytes) -> Outgoing:
+        signature = self._sign(data) if self._sign is not None else None
+        return Outgoing(recipient, self.name, msg_id, data, signature)
 
     def send(self, recipient: str, body: SessionMessage, msg_id: str) -> None:
         """Send one session message to ``recipient`` under ``msg_id``."""
@@ -49,7 +72,7 @@ class HandPeer:
         """Send ``(msg_id, message)`` pairs, pipelined; returns once JetStream stored them."""
         for start in range(0, len(bodies), _CHUNK):
             messages = [
-                Outgoing(recipient, self.name, msg_id, self._encode(msg_id, recipient, body))
+                self._outgoing(recipient, msg_id, self._encode(msg_id, recipient, body))
                 for msg_id, body in bodies[start : start + _CHUNK]
             ]
             self._publish(messages, timeout)

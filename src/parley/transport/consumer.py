@@ -77,6 +77,12 @@ class Delivery:
         return str(self._msg.subject)
 
     @property
+    def headers(self) -> dict[str, str] | None:
+        """The message's NATS headers (its signature, ``Parley-Sig``, among them)."""
+        headers: dict[str, str] | None = self._msg.headers
+        return headers
+
+    @property
     def sender(self) -> str:
         """The sending node's name, from the subject."""
         return self.subject.rsplit(".", 1)[-1]

@@ -28,6 +28,7 @@ from typing import Any, Final
 import nats.js.errors
 
 from parley.engine.outbox import Outgoing
+from parley.identity.signing import SIGNATURE_HEADER
 from parley.transport.errors import MessagingError
 from parley.transport.names import stream_config, subject_for
 
@@ -218,10 +219,11 @@ class Publisher:
 
         try:
             for message in batch:
+                headers = {"Nats-Msg-Id": message.msg_id}
+                if message.signature is not None:
+                    headers[SIGNATURE_HEADER] = message.signature
                 fut = await self._js.publish_async(
-                    subject_for(message.recipient, message.sender),
-                    message.data,
-                    headers={"Nats-Msg-Id": message.msg_id},
+                    subject_for(message.recipient, message.sender), message.data, headers=headers
                 )
                 futures.append(fut)
                 fut.add_done_callback(lambda f, m=message: settled(m, f))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from parley.engine.handles import flow_id_for, shard_of
@@ -31,10 +31,22 @@ from parley.transport.names import SUBJECT_PREFIX
 #: Why a message can be refused, and what each reason means.
 REASONS: Final = {
     "bad_subject": "the subject is not parley.p2p.<this node>.<valid sender name>",
+    "unsigned": "the message carries no signature (Parley-Sig header)",
+    "unknown_node": "the sender is not in the network map",
+    "revoked_node": "the sender was revoked from the network",
+    "bad_signature": "the signature is not the sender's over this payload",
     "undecodable": "not a well-formed envelope or batch (or over the size limit)",
     "subject_mismatch": "an envelope's sender is not the sender named by the subject",
     "wrong_recipient": "an envelope is addressed to another node",
 }
+
+#: Checks a message's signature: ``(sender, payload, headers) -> reason or None``.
+Verify = Callable[[str, bytes, Mapping[str, str] | None], str | None]
+#: Asks for the network map's entry of an unknown sender; calls back (on the loop) when done.
+Lookup = Callable[[str, Callable[[], None]], None]
+
+#: Messages from senders being looked up, held at most (beyond: refused at once).
+MAX_AWAITING = 1000
 
 log = logging.getLogger("parley.router")
 
@@ -97,6 +109,8 @@ class SessionRouter:
         ack: Callable[[Sequence[Any]], None],
         *,
         max_size: int,
+        verify: Verify | None = None,
+        lookup: Lookup | None = None,
     ) -> None:
         """Route this node's messages to ``shards`` shards.
 
@@ -107,20 +121,35 @@ class SessionRouter:
                 must not block.
             ack: acks the tokens of messages refused here.
             max_size: the largest message accepted for decoding, in bytes.
+            verify: checks each message's signature before it is decoded (``None``: messages
+                are not authenticated — a node without a network map).
+            lookup: fetches the map entry of a sender ``verify`` does not know yet (a node
+                admitted a moment ago); its messages wait for the answer, then are checked again.
         """
         self.node = node
         self.shards = shards
         self.deliver = deliver
         self.ack = ack
         self.max_size = max_size
+        self._verify = verify
+        self._lookup = lookup
         self._prefix = f"{SUBJECT_PREFIX}.{node}."
+        #: Messages from senders being looked up, by sender.
+        self._awaiting: dict[str, list[tuple[bytes, Any]]] = {}
+        #: Guards ``_awaiting`` and ``refused``: a lookup's answer is routed on the map's thread.
+        self._lock = threading.Lock()
         #: Messages refused so far, by reason (a key of :data:`REASONS`).
         self.refused: Counter[str] = Counter()
 
-    def route(self, items: Sequence[tuple[bytes, Any]]) -> None:
+    def route(self, items: Sequence[tuple[bytes, Any]], *, looked_up: bool = False) -> None:
         """Check and decode ``(bytes, delivery)`` pairs and hand them to their workers.
 
-        Never blocks. A delivery is anything with a ``subject`` attribute (the NATS subject).
+        Never blocks. A delivery has the message's ``subject`` and ``headers``. Runs on the NATS
+        loop thread, and on the network map's thread for messages that waited for a lookup.
+
+        Args:
+            items: the messages and their deliveries.
+            looked_up: the senders' map entries were just fetched: an unknown sender is refused.
         """
         batches: dict[int, list[tuple[Envelope, Any]]] = defaultdict(list)
         for data, delivery in items:
@@ -128,6 +157,17 @@ class SessionRouter:
             if sender is None:
                 self._refuse(delivery, "bad_subject", repr(delivery.subject[:200]))
                 continue
+            if self._verify is not None:
+                refusal = self._verify(sender, data, delivery.headers)
+                if (
+                    refusal == "unknown_node"
+                    and not looked_up
+                    and self._await(sender, data, delivery)
+                ):
+                    continue
+                if refusal is not None:
+                    self._refuse(delivery, refusal, f"a message from {sender!r}")
+                    continue
             try:
                 envelopes = decode_envelopes(data, max_size=self.max_size)
             except DeserializationError as exc:
@@ -147,6 +187,26 @@ class SessionRouter:
         for shard, batch in batches.items():
             self.deliver(shard, tuple(batch))
 
+    def _await(self, sender: str, data: bytes, delivery: Any) -> bool:
+        """Hold a message from an unknown sender while its map entry is fetched (if room)."""
+        if self._lookup is None:
+            return False
+        with self._lock:
+            if sum(map(len, self._awaiting.values())) >= MAX_AWAITING:
+                return False
+            waiting = self._awaiting.get(sender)
+            if waiting is not None:
+                waiting.append((data, delivery))
+                return True
+            self._awaiting[sender] = [(data, delivery)]
+        self._lookup(sender, lambda: self._looked_up(sender))
+        return True
+
+    def _looked_up(self, sender: str) -> None:
+        with self._lock:
+            waiting = self._awaiting.pop(sender, [])
+        self.route(waiting, looked_up=True)
+
     def _sender_of(self, subject: str) -> str | None:
         """The sender named by ``subject`` if it is ``parley.p2p.<this node>.<valid name>``."""
         if not subject.startswith(self._prefix):
@@ -165,7 +225,8 @@ class SessionRouter:
         return None
 
     def _refuse(self, delivery: Any, reason: str, detail: str) -> None:
-        self.refused[reason] += 1
+        with self._lock:
+            self.refused[reason] += 1
         log.warning("refused a message (%s): %s", reason, detail)
         self.ack([delivery])
 

@@ -32,7 +32,7 @@ from parley.protocol.actions import (
     SendMessages,
     Transition,
 )
-from parley.protocol.events import DoRemainingWork, SessionMessageDelivered
+from parley.protocol.events import DoRemainingWork, PeerRevoked, SessionMessageDelivered
 from parley.protocol.evolve import replace
 from parley.protocol.messages import Confirm, Data, Envelope, FlowInfo, Reject, Sequenced
 from parley.protocol.state import FlowState, SessionState, SessionStatus
@@ -163,4 +163,24 @@ def _sequenced(session: SessionState, message: Sequenced) -> SessionState:
     return replace(session, inbox=inbox, next_recv_seq=expected, early=early)
 
 
-__all__ = ["delivered"]
+def peer_revoked(state: FlowState, event: PeerRevoked) -> Transition:
+    """End every open session with a revoked node; the flow sees why when it next uses one.
+
+    The peer is not told (it is no longer part of the network, and may be gone): the sessions are
+    marked as errored by the peer, so no Error or End is ever sent to it.
+    """
+    changed = False
+    for session in list(state.sessions.values()):
+        if session.peer != event.peer or session.rejection is not None or session.closed:
+            continue
+        error_id = ids.violation_id(session.session_id)
+        state = state.with_session(
+            replace(session, rejection=(error_id, event.reason), peer_errored=True)
+        )
+        changed = True
+    if not changed:
+        return Transition(state)
+    return Transition(state, (ScheduleEvent(DoRemainingWork()),))
+
+
+__all__ = ["delivered", "peer_revoked"]

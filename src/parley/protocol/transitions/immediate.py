@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from parley.protocol import codec
 from parley.protocol.actions import Resume, Transition
-from parley.protocol.errors import FlowUsageError, SerializationError
+from parley.protocol.errors import FlowUsageError, SerializationError, UnknownPartyException
 from parley.protocol.events import InitiateFlow, SubFlowEntered, SubFlowLeft, ValueRecorded
 from parley.protocol.evolve import replace
 from parley.protocol.messages import is_node_name
@@ -40,6 +40,12 @@ def initiate_flow(state: FlowState, event: InitiateFlow) -> Transition:
         return _fail(
             state, key, FlowUsageError(f"Could not resolve destination: {event.destination!r}")
         )
+    if event.refusal is not None:
+        # Deterministic like the usage errors: journaled, so a replay raises it again here.
+        refused = UnknownPartyException(
+            f"Can't open a session with {event.destination}: {event.refusal}", event.destination
+        )
+        return throw(state, key, refused)
     session_id = session_id_for(state.flow_id, state.session_count)
     session = SessionState(
         session_id=session_id,

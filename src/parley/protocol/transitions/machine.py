@@ -10,10 +10,10 @@ Rules of the machine
 4. An errored flow ignores its code's events and waits for the hospital's verdict
    (:mod:`.error`).
 5. Events are dispatched by type to one module per family: starting and suspending
-   (:mod:`.suspend`), the pending work (:mod:`.remaining_work`), deliveries (:mod:`.deliver`),
-   events from the running code (:mod:`.immediate`), completions (:mod:`.completion`), finishing
-   (:mod:`.finish`), errors, the hospital's verdicts and kills (:mod:`.error`) and passivation
-   (:mod:`.passivate`).
+   (:mod:`.suspend`), the pending work (:mod:`.remaining_work`), deliveries and revoked peers
+   (:mod:`.deliver`), events from the running code (:mod:`.immediate`), completions
+   (:mod:`.completion`), finishing (:mod:`.finish`), errors, the hospital's verdicts and kills
+   (:mod:`.error`) and passivation (:mod:`.passivate`).
 6. An event that can't happen in the state (say, a suspension while already suspended) raises
    :class:`~parley.protocol.errors.ProtocolViolation`: that is a bug in the driver, never in user
    code, and it is the only exception ``transition`` raises.
@@ -37,6 +37,7 @@ from parley.protocol.events import (
     OperationCompleted,
     OperationFailed,
     PassivationRequested,
+    PeerRevoked,
     RetryFromCheckpoint,
     SessionMessageDelivered,
     StartErrorPropagation,
@@ -105,6 +106,8 @@ def transition(state: FlowState, event: Event) -> Transition:
             return error.action_failed(state, event)
         case PassivationRequested():
             return passivate.passivation_requested(state)
+        case PeerRevoked():
+            return deliver.peer_revoked(state, event)
         case _:
             assert_never(event)
 
