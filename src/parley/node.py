@@ -223,6 +223,12 @@ class Node:
         )
         connect_options = self._connect_options(config, identity)
         network_map = self._network_map(config) if config.operator_key is not None else None
+        if network_map is None:
+            log.warning(
+                "node %s runs without a network map (no operator key): its messages are not "
+                "signed and it accepts unsigned ones; use this only for development",
+                config.name,
+            )
         self._bridge = NatsBridge(
             config.name,
             self.url,
