@@ -15,6 +15,9 @@ code, answering every request and recorded value from the journal and checking t
 for the same thing in the same order (:class:`NonDeterministicFlowError` otherwise). Nothing reaches
 the state machine during replay: the state already is the checkpoint's. When the journal is used up
 the coroutine yields the checkpoint's pending request, which is processed again.
+
+(A little over the project's ~500-line guideline: the driver's live path and its replay path work
+on the same coroutine, journal and mailbox, and read best side by side.)
 """
 
 from __future__ import annotations
