@@ -8,7 +8,9 @@ in one of four ways (:meth:`SessionInits.admit`):
 * an init for a class this node has never heard of is *held*, un-acked, for observation: the app
   may not be deployed yet. An operator retries it (a restart) or kills it, which rejects it;
 * an init the registry refuses (the class is loaded but is not a flow, or has no responder here),
-  or whose responder's constructor fails, is rejected: the peer gets a
+  an init whose flow version the responder does not serve (see "Version negotiation" in
+  :mod:`parley.flows.registry`), or one whose responder's constructor fails, is rejected: the
+  peer gets a
   :class:`~parley.protocol.messages.Reject` with the reason, and the init is acked;
 * otherwise the responder's initial state and flow object are returned, for the runtime to start.
 
@@ -75,6 +77,10 @@ class SessionInits:
             return None
         except SessionInitRejected as exc:
             self.reject(envelope, init, str(exc), delivery)
+            return None
+        refusal = found.refusal(init.flow_class, init.flow_version)
+        if refusal is not None:
+            self.reject(envelope, init, refusal, delivery)
             return None
         frame = frame_for(found.flow_class)
         args = codec.encode((envelope.sender, init.initiator_session))

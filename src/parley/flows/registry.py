@@ -7,6 +7,14 @@ through its :class:`FlowRegistry`: by default every ``@initiated_by`` class impo
 
 Names that arrive in a peer's session-init are resolved only against classes already imported:
 a peer can never make a node import a module.
+
+Version negotiation. A session-init carries the initiating flow's version (``@initiating_flow(
+version=N)``). A responder serves the initiator versions from its ``min_version`` (1 unless
+registered otherwise) up to the newest this node knows: the larger of the version it reports in
+its Confirm and the version of the initiating class loaded here. An init outside that range is
+rejected with a reason naming both (:meth:`Responder.refusal`); the node never confirms a version
+it does not serve. Within the range the responder confirms with its own version, and each side
+can read the other's with ``get_counterparty_flow_info()`` to adapt.
 """
 
 from __future__ import annotations
@@ -104,10 +112,30 @@ def _require_flow(klass: type, decorator: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Responder:
-    """The responder a node starts for a session-init, and the flow version it reports."""
+    """The responder a node starts for a session-init, the flow version it reports, and the
+    initiator versions it serves (see the module docstring)."""
 
     flow_class: type[FlowLogic[Any]]
     version: int
+    #: The oldest initiator version served.
+    min_version: int = 1
+    #: The newest initiator version served; ``0`` means ``version``.
+    max_version: int = 0
+
+    def refusal(self, flow_class: str, version: int) -> str | None:
+        """Why a session-init of ``flow_class`` at ``version`` is refused, or ``None``.
+
+        Args:
+            flow_class: the initiating flow's name, as the init gives it.
+            version: the initiator's flow version, as the init gives it.
+        """
+        newest = self.max_version or self.version
+        if self.min_version <= version <= newest:
+            return None
+        return (
+            f"{flow_class} version {version} is not supported here "
+            f"(this node serves versions {self.min_version} to {newest})"
+        )
 
 
 class FlowRegistry:
@@ -119,9 +147,7 @@ class FlowRegistry:
     @classmethod
     def default(cls) -> FlowRegistry:
         """Every responder declared with ``@initiated_by`` in an imported module."""
-        return cls(
-            {name: Responder(r, _declared_version(name)) for name, r in DECLARED_RESPONDERS.items()}
-        )
+        return cls({name: _responder(name, r) for name, r in DECLARED_RESPONDERS.items()})
 
     @classmethod
     def from_apps(cls, apps: Iterable[str | ModuleType]) -> FlowRegistry:
@@ -132,13 +158,29 @@ class FlowRegistry:
         for initiator, responder in DECLARED_RESPONDERS.items():
             module = responder.__module__
             if module in names or any(module.startswith(n + ".") for n in names):
-                registry._responders[initiator] = Responder(responder, _declared_version(initiator))
+                registry._responders[initiator] = _responder(initiator, responder)
         return registry
 
     def register(
-        self, initiator: type | str, responder: type, *, version: int | None = None
+        self,
+        initiator: type | str,
+        responder: type,
+        *,
+        version: int | None = None,
+        min_version: int = 1,
     ) -> None:
-        """Run ``responder`` for session-inits of ``initiator`` on this node."""
+        """Run ``responder`` for session-inits of ``initiator`` on this node.
+
+        Args:
+            initiator: the initiating flow (or its name ``"module:QualName"``).
+            responder: the flow to start; its constructor takes the session.
+            version: the flow version its Confirm reports (default: the initiating flow's).
+            min_version: the oldest initiator version it serves; older inits are rejected.
+
+        Raises:
+            FlowUsageError: ``responder`` is not a flow, ``initiator`` is not an initiating
+                flow, or ``min_version`` is below 1 or above the newest version served.
+        """
         _require_flow(responder, "register")
         if isinstance(initiator, str):
             name = initiator
@@ -149,7 +191,15 @@ class FlowRegistry:
                     f"{type_name(initiator)} is not annotated with @initiating_flow"
                 )
             name = type_name(initiating)
-        self._responders[name] = Responder(responder, version or _declared_version(name))
+        declared = _declared_version(name)
+        reported = version or declared
+        newest = max(reported, declared)
+        if isinstance(min_version, bool) or not 1 <= min_version <= newest:
+            raise FlowUsageError(
+                f"min_version must be between 1 and {newest} (the newest version of {name} "
+                f"served here), got {min_version!r}"
+            )
+        self._responders[name] = Responder(responder, reported, min_version, newest)
 
     def unregister(self, initiator: type | str) -> None:
         name = (
@@ -189,6 +239,11 @@ def flow_class_named(name: str) -> type[FlowLogic[Any]]:
     if cls is None:
         raise FlowUsageError(f"no flow class named {name!r} is loaded on this node")
     return cls
+
+
+def _responder(initiator: str, responder: type[FlowLogic[Any]]) -> Responder:
+    """A declared responder: it reports, and serves up to, the initiating flow's version."""
+    return Responder(responder, _declared_version(initiator))
 
 
 def _declared_version(initiator: str) -> int:
