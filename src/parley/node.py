@@ -46,6 +46,7 @@ from parley.actors.worker import (
     FlowWorker,
     KillFlow,
     RevokePeer,
+    SignalFlow,
     StartFlow,
     WorkerServices,
 )
@@ -62,6 +63,7 @@ from parley.flows.registry import FlowRegistry
 from parley.identity.keys import KeyPair, load_identity
 from parley.identity.netmap import MapEntryError, NetworkMap, NodeEntry
 from parley.identity.signing import MessageSigner, MessageVerifier
+from parley.protocol import codec
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
@@ -484,6 +486,25 @@ class Node:
         reply: Future[bool] = Future()
         self._workers[shard_of(flow_id, len(self._workers))].tell(KillFlow(flow_id, reply))
         return reply.result(timeout)
+
+    def signal(self, flow_id: str, name: str, payload: object, timeout: float = 30.0) -> None:
+        """Send the signal ``name`` to a running flow; returns once it is stored.
+
+        The flow gets it when it waits for it (``FlowLogic.wait_for_signal``), exactly once, even
+        if the node stops in between.
+
+        Raises:
+            FlowUsageError: no such running flow, or it waits for ``name`` with another type
+                (``UnexpectedPayloadError``; it keeps waiting).
+            SerializationError: ``payload`` can't be encoded.
+        """
+        self._require()
+        encoded = codec.encode(payload)
+        reply: Future[None] = Future()
+        self._workers[shard_of(flow_id, len(self._workers))].tell(
+            SignalFlow(flow_id, name, encoded, reply)
+        )
+        reply.result(timeout)
 
     def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:
         """The flows in the node's database (running, hospitalized, finished client-id flows).

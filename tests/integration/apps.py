@@ -146,3 +146,19 @@ class AwaitsAsyncio(FlowLogic[str]):
         except FlowUsageError as exc:
             return str(exc)
         return "not caught"
+
+
+@startable_by_rpc
+class Approves(FlowLogic[str]):
+    """Waits for the signal ``approve`` (a name), records it, may crash before its next
+    checkpoint."""
+
+    def __init__(self, marker: str = "") -> None:
+        self.marker = marker
+
+    async def call(self) -> str:
+        who = await self.wait_for_signal("approve", str)
+        self.services.db.execute("INSERT INTO effects VALUES ('approver', 0)")
+        crash_once(self.marker)
+        await self.sleep(0.01)
+        return who

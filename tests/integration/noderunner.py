@@ -4,7 +4,8 @@
         --flow tests.integration.apps:Rounds --args '["bob", 3]' --client-id c1
 
 Run it again with the same client id after the process died: the node restores the flow and the
-runner re-attaches to it, so the printed outcome is that of the one flow.
+runner re-attaches to it, so the printed outcome is that of the one flow. ``--signal NAME=JSON``
+sends the flow a signal once it has started.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--args", default="[]", help="JSON list of constructor arguments")
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--signal", action="append", default=[], help="NAME=JSON: a signal to send once started"
+    )
     options = parser.parse_args(argv)
     module_name, _, class_name = options.flow.partition(":")
     flow_class = getattr(importlib.import_module(module_name), class_name)
@@ -40,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     with Node(config) as node:
         handle = node.start_flow(flow_class(*json.loads(options.args)), client_id=options.client_id)
+        for signal in options.signal:
+            name, _, value = signal.partition("=")
+            node.signal(handle.flow_id, name, json.loads(value))
         try:
             outcome = {"result": handle.result(options.timeout)}
         except Exception as exc:

@@ -154,6 +154,7 @@ def run_flow_process(
     args: str,
     client_id: str,
     timeout: float = 90.0,
+    signals: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tests.integration.noderunner`` (a node that starts one flow) to completion or death."""
     command = [
@@ -173,6 +174,8 @@ def run_flow_process(
         "--client-id",
         client_id,
     ]
+    for named in signals:
+        command += ["--signal", named]
     return subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )

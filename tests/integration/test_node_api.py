@@ -3,17 +3,18 @@ and clear errors for misuse."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from parley import FlowUsageError, KilledFlowException
+from parley import FlowUsageError, KilledFlowException, UnexpectedPayloadError
 from parley.node import Node, NodeConfig, NodeError
 from parley.protocol.errors import ClientIdInUseError
 from parley.protocol.records import FlowStatus
 from parley.transport.natsserver import EmbeddedNatsServer
-from tests.integration.apps import AwaitsAsyncio, Waits
-from tests.integration.nodes import wait_for
+from tests.integration.apps import Approves, AwaitsAsyncio, Waits
+from tests.integration.nodes import rows, run_flow_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +125,44 @@ def test_a_client_id_reused_for_another_flow_is_refused_by_the_node(
         assert first.result(10) == "woke"
         with pytest.raises(ClientIdInUseError, match="other arguments"):
             node.start_flow(Waits(3600), client_id="order-2")
+
+
+def test_a_signal_reaches_a_waiting_flow_exactly_once_across_a_kill_9(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    assert nats_server.url is not None
+    marker = tmp_path / "crashed"
+    arguments = {
+        "name": "alice",
+        "nats_url": nats_server.url,
+        "data_dir": tmp_path / "alice",
+        "flow": "tests.integration.apps:Approves",
+        "args": json.dumps([str(marker)]),
+        "client_id": "approval-1",
+    }
+    first = run_flow_process(**arguments, signals=['approve="grace"'])  # type: ignore[arg-type]
+    assert first.returncode == -9, first.stderr[-2000:]  # killed after consuming, before storing
+    second = run_flow_process(**arguments)  # type: ignore[arg-type]
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == {"result": "grace"}
+    database = tmp_path / "alice" / "parley.sqlite"
+    assert rows(database, "SELECT side FROM effects") == [("approver",)]
+    assert rows(database, "SELECT count(*) FROM flow_signal") == [(0,)]
+
+
+def test_a_signal_of_the_wrong_type_is_refused_by_the_node_and_the_flow_keeps_waiting(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        handle = node.start_flow(Approves())
+        wait_for(
+            lambda: [f.pending_request for f in node.flows()] == ["signal"],
+            10,
+            "the flow to wait for its signal",
+        )
+        with pytest.raises(UnexpectedPayloadError, match="str"):
+            node.signal(handle.flow_id, "approve", 42)
+        with pytest.raises(FlowUsageError, match="no running flow"):
+            node.signal("0" * 32, "approve", "x")
+        node.signal(handle.flow_id, "approve", "heidi")
+        assert handle.result(10) == "heidi"

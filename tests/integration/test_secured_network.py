@@ -41,8 +41,9 @@ def test_nodes_run_flows_under_nkey_authorization_mutual_tls_and_a_signed_map(
     url = server.start()
     nodes: list[Node] = []
     try:
-        tls = {"ca_file": pki.ca, "cert_file": pki.client_cert, "key_file": pki.client_key}
-        admin_options = NatsAuth(seed=admin.seed, **tls).connect_options("admin")
+        admin_options = NatsAuth(
+            seed=admin.seed, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key
+        ).connect_options("admin")
         network = NetworkAdmin(url, operator, admin_options)
         for name, key in keys.items():
             network.admit(name, [key])

@@ -107,6 +107,16 @@ class KillFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalFlow:
+    """Store a signal for a flow of this shard; ``reply`` once stored (or refused)."""
+
+    flow_id: str
+    name: str
+    payload: bytes
+    reply: Future[None]
+
+
+@dataclass(frozen=True, slots=True)
 class RevokePeer:
     """``peer`` was revoked from the network: end this shard's sessions with it."""
 
@@ -354,6 +364,15 @@ class FlowWorker(Actor):
                     runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
+            case SignalFlow(flow_id=flow_id, name=name, payload=payload, reply=reply):
+
+                def answered(error: BaseException | None, reply: Future[None] = reply) -> None:
+                    if error is None:
+                        reply.set_result(None)
+                    else:
+                        reply.set_exception(error)
+
+                runtime.signal(flow_id, name, payload, answered)
             case RevokePeer(peer=peer, reason=reason):
                 shards = self.services.shards
                 stored = [
@@ -490,6 +509,7 @@ __all__ = [
     "Publisher",
     "RestoreFlows",
     "RevokePeer",
+    "SignalFlow",
     "StartFlow",
     "WorkerDied",
     "WorkerPorts",

@@ -43,6 +43,7 @@ from parley.protocol.actions import (
     Passivate,
     PersistCheckpoint,
     ProcessEvents,
+    ReadSignal,
     RemoveFlow,
     RestoreFromCheckpoint,
     Resume,
@@ -100,6 +101,10 @@ class FlowHost(Protocol):
     def execute(self, driver: FlowDriver, action: ExecuteOperation) -> None: ...
 
     def query(self, driver: FlowDriver, action: RunQuery) -> None: ...
+
+    def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
+        """Look for the flow's oldest stored signal; post ``SignalRead`` to the driver."""
+        ...
 
     def started(self, driver: FlowDriver) -> None: ...
 
@@ -391,6 +396,8 @@ class FlowDriver:
                 self.host.execute(self, action)
             case RunQuery():
                 self.host.query(self, action)
+            case ReadSignal():
+                self.host.read_signal(self, action)
             case SignalStarted():
                 self.host.started(self)
             case RemoveFlow(result=value, error=error, durable=durable):

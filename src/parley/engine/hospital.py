@@ -15,7 +15,7 @@ error                                     where     outcome
 HospitalizeFlowException                  anywhere  keep for observation
 NonDeterministicFlowError                 anywhere  keep for observation
 DeserializationError (undecodable state)  anywhere  keep for observation
-FlowTimeoutException                      itself    retry from the last checkpoint, unlimited
+FlowTimeoutException (not Signal...)      itself    retry from the last checkpoint, unlimited
 SQLite "database is locked"               anywhere  retry, unlimited, with :func:`backoff`
 SQLite constraint violation               anywhere  retry 3 times, then propagate
 StateTransitionError (commit, send, ...)  anywhere  retry 3 times, then keep for observation
@@ -40,6 +40,7 @@ from parley.protocol.errors import (
     FlowTimeoutException,
     HospitalizeFlowException,
     NonDeterministicFlowError,
+    SignalTimeoutException,
     StateTransitionError,
 )
 from parley.protocol.events import (
@@ -275,7 +276,9 @@ class Hospital:
         # it with ``raise ... from``): the flow decided how a timeout ends, and its error must
         # reach its peers. Retrying it "unlimited" would also never end: the retried flow times
         # out at the same point, handles it the same way, and is admitted again.
-        if isinstance(error, FlowTimeoutException):
+        if isinstance(error, FlowTimeoutException) and not isinstance(
+            error, SignalTimeoutException
+        ):
             return Diagnosis("timeout", Outcome.RETRY)
         # classify_sqlite_error walks both __cause__ and __context__ of each exception; "locked"
         # wins over "constraint" when both appear.

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from parley.engine.driver import FlowDriver
 from parley.engine.restore import UNREADABLE, restored
-from parley.protocol.actions import ExecuteOperation, RunQuery
+from parley.protocol.actions import ExecuteOperation, ReadSignal, RunQuery
 from parley.protocol.errors import type_name
 from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus, StoreOp
@@ -95,6 +95,9 @@ class _CheckingHost:
 
     def ready(self, driver: FlowDriver) -> None:
         pass  # the events it would process next are the live run's, not the replay's
+
+    def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
+        pass  # a replay answers the wait from the journal
 
     def party_refusal(self, party: str) -> str | None:
         return None  # a replay answers initiate_flow from the journal

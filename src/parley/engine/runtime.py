@@ -40,8 +40,9 @@ from parley.flows.logic import FlowLogic
 from parley.flows.marks import frame_for
 from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
+from parley.flows.session import checked
 from parley.protocol import codec
-from parley.protocol.actions import ExecuteOperation, RunQuery
+from parley.protocol.actions import ExecuteOperation, ReadSignal, RunQuery
 from parley.protocol.errors import (
     ClientIdInUseError,
     DeserializationError,
@@ -49,6 +50,7 @@ from parley.protocol.errors import (
     KilledFlowException,
     ParleyError,
     StateTransitionError,
+    UnexpectedPayloadError,
     type_name,
 )
 from parley.protocol.events import (
@@ -62,6 +64,8 @@ from parley.protocol.events import (
     PeerRevoked,
     RetryFromCheckpoint,
     SessionMessageDelivered,
+    SignalArrived,
+    SignalRead,
     WokeUp,
 )
 from parley.protocol.evolve import replace
@@ -70,10 +74,12 @@ from parley.protocol.records import (
     MAX_CLIENT_ID,
     FlowStatus,
     PutFlowStart,
+    PutSignal,
     SetFlowStatus,
     StartKind,
     StoreOp,
 )
+from parley.protocol.requests import AwaitSignal
 from parley.protocol.state import FlowState, flow_id_of_session, new_flow
 from parley.store import SqliteStore
 
@@ -568,6 +574,47 @@ class FlowRuntime:
         except Exception as exc:
             event = OperationFailed(exc, action.incarnation)
         self.ports.call_soon(lambda: self.post(flow_id, event))
+
+    def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
+        found = self.store.next_signal(driver.flow_id, action.name)
+        signal_id, payload = found if found is not None else (None, None)
+        driver.post(
+            SignalRead(action.name, signal_id, payload, action.suspends, action.incarnation)
+        )
+
+    def signal(
+        self,
+        flow_id: str,
+        name: str,
+        payload: bytes,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Store a signal for a running flow, then tell it (see ``FlowLogic.wait_for_signal``).
+
+        ``done(None)`` once it is stored; ``done(error)`` if there is no such running flow, or the
+        flow waits for this signal with another type (it keeps waiting; nothing is stored).
+        """
+        record = self._live(flow_id)
+        driver = record.driver if record is not None else None
+        if driver is None or driver.done:
+            done(FlowUsageError(f"there is no running flow {flow_id} on this node"))
+            return
+        pending = driver.state.pending
+        request = pending.request if pending is not None else None
+        if isinstance(request, AwaitSignal) and request.name == name:
+            try:
+                expected: Any = request.expected
+                checked(expected, payload)
+            except (UnexpectedPayloadError, FlowUsageError) as exc:
+                done(exc)
+                return
+
+        def stored(error: BaseException | None) -> None:
+            if error is None:
+                self.post(flow_id, SignalArrived(name))
+            done(error)
+
+        self.ports.commit((PutSignal(flow_id, name, payload),), stored)
 
     def started(self, driver: FlowDriver) -> None:
         record = self.flows.get(driver.flow_id)

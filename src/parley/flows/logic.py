@@ -20,7 +20,15 @@ from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.session import FlowSession, UntrustworthyData, check_for, checked
 from parley.protocol import codec
 from parley.protocol.errors import FlowUsageError, type_name
-from parley.protocol.requests import Execute, ForceCheckpoint, Query, Receive, Send, Sleep
+from parley.protocol.requests import (
+    AwaitSignal,
+    Execute,
+    ForceCheckpoint,
+    Query,
+    Receive,
+    Send,
+    Sleep,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeForm
@@ -191,6 +199,50 @@ class FlowLogic(Generic[T]):
         name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
         result: R = await suspend(Execute(name, fn, args))
         return result
+
+    async def wait_for_signal(
+        self, name: str, expected: TypeForm[R], *, timeout: float | None = None
+    ) -> R:
+        """Wait durably for the signal ``name``, sent to this flow over RPC (a person's approval,
+        a program's answer): ``parley flow signal FLOW_ID NAME VALUE``, ``Node.signal(...)``.
+
+        A signal is stored when it arrives and delivered exactly once: one sent before the flow
+        waits for it is kept for it, and several of the same name are taken oldest first. Its
+        payload is checked against ``expected`` like :meth:`FlowSession.receive`'s; while the flow
+        waits, a signal of another type is refused to its sender and the flow keeps waiting.
+
+        Args:
+            name: the signal's name (1-128 characters).
+            expected: the type expression the payload must match.
+            timeout: seconds to wait at most (``None``: forever).
+
+        Returns:
+            The payload.
+
+        Raises:
+            SignalTimeoutException: no such signal within ``timeout`` (the hospital does not
+                retry it: handle it, e.g. by escalating or waiting again).
+            UnexpectedPayloadError: a signal stored before the flow waited has another type.
+            FlowUsageError: a bad name or timeout, an uncheckable ``expected``, or inside an
+                :class:`IdempotentFlow` (which writes no checkpoints, and a signal is consumed
+                with a checkpoint).
+        """
+        ctx = self._context()
+        if not isinstance(name, str) or not 0 < len(name) <= 128:
+            raise FlowUsageError(f"a signal's name is a string of 1-128 characters, not {name!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+        ):
+            raise FlowUsageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if ctx.idempotent:
+            raise FlowUsageError(
+                "wait_for_signal() can't be used inside an IdempotentFlow: a signal is consumed "
+                "with a checkpoint, and an idempotent flow writes none"
+            )
+        check_for(expected)
+        until = self.now() + timedelta(seconds=timeout) if timeout is not None else None
+        payload: bytes = await suspend(AwaitSignal(name, until, expected))
+        return checked(expected, payload).unwrap_unchecked()
 
     def __repr__(self) -> str:
         return f"<{type_name(type(self))}>"

@@ -86,6 +86,16 @@ class RunQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadSignal:
+    """Look for a stored signal ``name`` of the flow; the answer comes back as ``SignalRead``."""
+
+    name: str
+    #: The flow's suspension count when asked: an answer for another suspension is stale.
+    suspends: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
 class SignalStarted:
     """The flow is started (durable, or already finished): whoever started it may be told."""
 
@@ -121,6 +131,7 @@ Action = (
     | ScheduleWakeUp
     | ExecuteOperation
     | RunQuery
+    | ReadSignal
     | SignalStarted
     | RemoveFlow
     | Passivate
@@ -173,6 +184,7 @@ __all__ = [
     "Passivate",
     "PersistCheckpoint",
     "ProcessEvents",
+    "ReadSignal",
     "RemoveFlow",
     "RestoreFromCheckpoint",
     "Resume",

@@ -175,6 +175,21 @@ class FlowTimeoutException(ParleyError):
     """The flow took longer than its timeout; the hospital retries it from its last checkpoint."""
 
 
+class SignalTimeoutException(FlowTimeoutException):
+    """``wait_for_signal(name, ..., timeout=...)`` ran out of time without the signal.
+
+    Raised in the flow, for its code to handle (ask again, escalate, give up). Unlike its base
+    class it is not retried by the hospital: the retried flow would wait for the same deadline,
+    which has passed.
+    """
+
+    name: str
+
+    def __init__(self, message: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class KilledFlowException(BaseException):
     """The flow was killed by an operator (a ``BaseException``, so flows can't swallow it)."""
 
@@ -334,6 +349,7 @@ __all__ = [
     "ParleyError",
     "ProtocolViolation",
     "SerializationError",
+    "SignalTimeoutException",
     "StateTransitionError",
     "UnexpectedFlowEndException",
     "UnexpectedPayloadError",

@@ -108,6 +108,25 @@ class WokeUp:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalArrived:
+    """A signal ``name`` for the flow was stored: a flow waiting for it should look."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRead:
+    """The answer to ``ReadSignal``: the oldest stored signal ``name`` (``signal_id`` is its row),
+    or none (``payload is None``)."""
+
+    name: str
+    signal_id: int | None
+    payload: bytes | None
+    suspends: int
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StartErrorPropagation:
     """Hospital verdict: the error can't be treated; fail the flow and tell its counterparties."""
 
@@ -168,6 +187,8 @@ Event = (
     | PassivationRequested
     | ActionFailed
     | PeerRevoked
+    | SignalArrived
+    | SignalRead
 )
 
 __all__ = [
@@ -185,6 +206,8 @@ __all__ = [
     "PeerRevoked",
     "RetryFromCheckpoint",
     "SessionMessageDelivered",
+    "SignalArrived",
+    "SignalRead",
     "StartErrorPropagation",
     "SubFlowEntered",
     "SubFlowLeft",

@@ -104,6 +104,16 @@ class PutFlowResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PutSignal:
+    """Store a signal for a flow (``FlowLogic.wait_for_signal``) until the flow consumes it."""
+
+    flow_id: str
+    name: str
+    #: The encoded payload.
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PutMapEntry:
     """Keep a node's operator-signed network map entry (a newer serial replaces an older one)."""
 
@@ -129,6 +139,7 @@ StoreOp = (
     | PutProcessedInit
     | PutFlowResult
     | PutMapEntry
+    | PutSignal
     | FlowWrite
 )
 
@@ -142,6 +153,7 @@ __all__ = [
     "PutFlowStart",
     "PutMapEntry",
     "PutProcessedInit",
+    "PutSignal",
     "SetFlowStatus",
     "StartKind",
     "StoreOp",

@@ -78,6 +78,20 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitSignal:
+    """Wait for the signal ``name`` (sent to this flow by an operator or a program over RPC).
+
+    Resumes with the signal's encoded payload; at ``until`` (if set) without one, the flow gets
+    :class:`~parley.protocol.errors.SignalTimeoutException`. ``expected`` is the type expression
+    the payload must match: a signal of another type sent while the flow waits is refused.
+    """
+
+    name: str
+    until: datetime | None = None
+    expected: object = field(compare=False, repr=False, default=None)
+
+
+@dataclass(frozen=True, slots=True)
 class ForceCheckpoint:
     """Write a checkpoint now (entering an idempotent sub-flow from a non-idempotent flow)."""
 
@@ -91,6 +105,7 @@ Request = (
     | Sleep
     | Execute
     | Query
+    | AwaitSignal
     | ForceCheckpoint
 )
 
@@ -103,6 +118,7 @@ REQUEST_TYPES: tuple[type, ...] = (
     Sleep,
     Execute,
     Query,
+    AwaitSignal,
     ForceCheckpoint,
 )
 
@@ -115,6 +131,7 @@ _KINDS: dict[type, str] = {
     Sleep: "sleep",
     Execute: "execute",
     Query: "query",
+    AwaitSignal: "signal",
     ForceCheckpoint: "checkpoint",
 }
 
@@ -158,6 +175,8 @@ def fingerprint(request: Request) -> str:
             return "exec " + name
         case Query(sql=sql):
             return "query " + sql
+        case AwaitSignal(name=name):
+            return "signal " + name
         case ForceCheckpoint():
             return "checkpoint"
 
@@ -173,6 +192,7 @@ def fingerprint_sessions(fingerprint: str) -> tuple[str, ...]:
 
 __all__ = [
     "REQUEST_TYPES",
+    "AwaitSignal",
     "CloseSessions",
     "Execute",
     "ForceCheckpoint",

@@ -20,6 +20,7 @@ from parley.protocol.records import (
     PutFlowStart,
     PutMapEntry,
     PutProcessedInit,
+    PutSignal,
     SetFlowStatus,
     StoreOp,
 )
@@ -79,6 +80,8 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
             )
         case PutFlowResult():
             _put_flow_result(conn, op, now)
+        case PutSignal():
+            conn.execute(schema.INSERT_SIGNAL, (op.flow_id, op.name, op.payload, now, op.flow_id))
         case PutMapEntry():
             conn.execute(schema.UPSERT_MAP_ENTRY, (op.name, op.serial, op.entry, now))
         case FlowWrite():

@@ -18,6 +18,8 @@ Tables (all ``STRICT``, so SQLite refuses a value of the wrong type):
     Which of each app's migration scripts were applied.
 ``network_map``
     The node's copy of the network map: each node's operator-signed entry, newest serial only.
+``flow_signal``
+    Signals sent to running flows, oldest first, until the flow consumes them.
 
 ``flow_header`` and ``journal`` reference ``flow_start`` through *deferred* foreign keys: a
 checkpoint of an unknown flow fails at ``COMMIT``, whatever the order of the operations inside the
@@ -133,7 +135,8 @@ ALTER TABLE flow_result ADD COLUMN args BLOB;
 """
 
 # v3: the node's copy of the network map (operator-signed entries, newest serial per node), so
-# that a node can start while the map's bucket is out of reach.
+# that a node can start while the map's bucket is out of reach; and signals sent to flows, kept
+# until the flow consumes them (deleted with the checkpoint that records it, or with the flow).
 _V3 = """
 CREATE TABLE network_map (
     name TEXT PRIMARY KEY,
@@ -141,6 +144,16 @@ CREATE TABLE network_map (
     entry BLOB NOT NULL,
     updated_at REAL NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+CREATE TABLE flow_signal (
+    seq INTEGER PRIMARY KEY,
+    flow_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+
+CREATE INDEX flow_signal_by_flow ON flow_signal (flow_id, name, seq);
 """
 
 #: Core migrations, in order. ``PRAGMA user_version`` holds how many were applied.
@@ -176,6 +189,7 @@ INSERT_JOURNAL = "INSERT INTO journal (flow_id, idx, entry) VALUES (?, ?, ?)"
 UPDATE_STATUS = "UPDATE flow_header SET status = ?, updated_at = ? WHERE flow_id = ?"
 
 DELETE_FLOW = (
+    "DELETE FROM flow_signal WHERE flow_id = ?",
     "DELETE FROM journal WHERE flow_id = ?",
     "DELETE FROM flow_header WHERE flow_id = ?",
     "DELETE FROM flow_start WHERE flow_id = ?",
@@ -195,6 +209,12 @@ FROM (SELECT 1) LEFT JOIN flow_start AS s ON s.flow_id = :flow_id
 """
 
 INSERT_APP_MIGRATION = "INSERT INTO app_migrations (app, idx, applied_at) VALUES (?, ?, ?)"
+
+# Only for a flow that is still stored (a signal for a flow that just ended is dropped).
+INSERT_SIGNAL = """
+INSERT INTO flow_signal (flow_id, name, payload, created_at)
+SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flow_start WHERE flow_id = ?)
+"""
 
 # An older serial never replaces a newer one (entries may arrive in any order).
 UPSERT_MAP_ENTRY = """
@@ -270,3 +290,7 @@ LIMIT :limit
 SELECT_APPLIED_APP_MIGRATIONS = "SELECT idx FROM app_migrations WHERE app = ?"
 
 SELECT_MAP_ENTRIES = "SELECT entry FROM network_map ORDER BY name"
+
+SELECT_NEXT_SIGNAL = """
+SELECT seq, payload FROM flow_signal WHERE flow_id = ? AND name = ? ORDER BY seq LIMIT 1
+"""

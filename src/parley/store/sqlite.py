@@ -225,6 +225,11 @@ class SqliteStore:
             progress_step=step,
         )
 
+    def next_signal(self, flow_id: str, name: str) -> tuple[int, bytes] | None:
+        """The oldest stored signal ``name`` of the flow: ``(its row id, payload)``, or None."""
+        row = self._conn.execute(schema.SELECT_NEXT_SIGNAL, (flow_id, name)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     def map_entries(self) -> list[bytes]:
         """The signed network map entries kept by :class:`~parley.protocol.records.PutMapEntry`."""
         return [entry for (entry,) in self._conn.execute(schema.SELECT_MAP_ENTRIES)]

@@ -38,6 +38,7 @@ from parley.engine.hospital import Admission, Hospital, Outcome
 from parley.engine.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
+from parley.protocol import codec
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
 from parley.protocol.records import FlowStatus, StoreOp
@@ -252,6 +253,19 @@ class MockNode:
 
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)
+
+    def signal(self, flow_id: str, name: str, payload: object) -> None:
+        """Send the signal ``name`` to a running flow (see ``FlowLogic.wait_for_signal``).
+
+        Raises:
+            FlowUsageError: no such running flow, or it waits for ``name`` with another type.
+            SerializationError: ``payload`` can't be encoded.
+        """
+        outcome: list[BaseException | None] = []
+        self.runtime.signal(flow_id, name, codec.encode(payload), outcome.append)
+        self.runtime.run_ready()
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
 
     def passivate(self, flow_id: str) -> None:
         """Ask a flow to leave memory (a waiting flow does; it comes back on its next event)."""

@@ -40,6 +40,8 @@ from parley.protocol.events import (
     PeerRevoked,
     RetryFromCheckpoint,
     SessionMessageDelivered,
+    SignalArrived,
+    SignalRead,
     StartErrorPropagation,
     SubFlowEntered,
     SubFlowLeft,
@@ -108,6 +110,10 @@ def transition(state: FlowState, event: Event) -> Transition:
             return passivate.passivation_requested(state)
         case PeerRevoked():
             return deliver.peer_revoked(state, event)
+        case SignalRead():
+            return completion.signal_read(state, event)
+        case SignalArrived():
+            return completion.signal_arrived(state, event)
         case _:
             assert_never(event)
 

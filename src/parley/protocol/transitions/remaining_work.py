@@ -15,6 +15,7 @@ GetFlowInfo       Init to uninitiated sessions; resume when every session is con
 Sleep             arm the timer once; resume on WokeUp
 Execute / Query   start the operation once; resume on its completion
 ForceCheckpoint   resume (the checkpoint was the point)
+AwaitSignal       arm the timeout once; look for a stored signal (again on SignalArrived)
 ================  ===================================================================
 
 Before any session is used, the first relevant error is thrown instead: a rejected init, an Error at
@@ -28,6 +29,7 @@ from parley.protocol.actions import (
     Action,
     ExecuteOperation,
     ProcessEvents,
+    ReadSignal,
     RunQuery,
     ScheduleWakeUp,
     SendMessages,
@@ -37,6 +39,7 @@ from parley.protocol.errors import FlowUsageError, UnexpectedFlowEndException
 from parley.protocol.evolve import replace
 from parley.protocol.messages import Data, Envelope
 from parley.protocol.requests import (
+    AwaitSignal,
     CloseSessions,
     Execute,
     ForceCheckpoint,
@@ -141,6 +144,22 @@ def _pending_work(state: FlowState, pending: Pending) -> Transition:
             return _start_once(state, pending, RunQuery(request, state.incarnation), envelopes)
         case ForceCheckpoint():
             return with_sends(resume(state, key, None), envelopes)
+        case AwaitSignal():
+            return with_sends(look_for_signal(state, pending, request), envelopes)
+
+
+def look_for_signal(state: FlowState, pending: Pending, request: AwaitSignal) -> Transition:
+    """Arm the signal's timeout (once), and ask for a stored signal unless a look is under way.
+
+    ``Pending.sent`` means the timeout is armed; ``Pending.waiting`` that a ReadSignal is out.
+    """
+    actions: list[Action] = []
+    if not pending.sent and request.until is not None:
+        actions.append(ScheduleWakeUp(request.until, state.incarnation))
+    if not pending.waiting:
+        actions.append(ReadSignal(request.name, state.suspends, state.incarnation))
+    state = replace(state, pending=replace(pending, sent=True, waiting=True))
+    return Transition(state, tuple(actions))
 
 
 def _unusable(state: FlowState, sessions: tuple[str, ...]) -> BaseException | None:
@@ -238,4 +257,4 @@ def _start_once(
     return with_sends(Transition(state, (action,)), envelopes)
 
 
-__all__ = ["MISMATCHED_END", "pending_work", "with_sends"]
+__all__ = ["MISMATCHED_END", "look_for_signal", "pending_work", "with_sends"]
