@@ -43,6 +43,7 @@ from parley.actors.manager import FlowManager, RestoreAll, StatsRequest, WorkerF
 from parley.actors.persistence import AppMigrations, Commit, CommitStats, Persistence
 from parley.actors.worker import (
     Deliver,
+    FindHandle,
     FlowWorker,
     KillFlow,
     RevokePeer,
@@ -485,6 +486,26 @@ class Node:
         self._require()
         reply: Future[bool] = Future()
         self._workers[shard_of(flow_id, len(self._workers))].tell(KillFlow(flow_id, reply))
+        return reply.result(timeout)
+
+    def flow_handle(self, flow_id: str, timeout: float = 30.0) -> FlowHandle[Any] | None:
+        """The handle of a flow started on this node (``start_flow``), also after a restart.
+
+        A finished flow's outcome is kept only if it was started with a client id: otherwise its
+        handle is gone once it finished and this returns ``None``, as for an unknown id.
+        """
+        self._require()
+        reply: Future[FlowHandle[Any] | None] = Future()
+        self._workers[shard_of(flow_id, len(self._workers))].tell(FindHandle(reply, flow_id))
+        return reply.result(timeout)
+
+    def reattach(self, client_id: str, timeout: float = 30.0) -> FlowHandle[Any] | None:
+        """The handle of the flow started with ``client_id`` (running or finished), or None."""
+        self._require()
+        flow_id = client_flow_id(client_id)
+        reply: Future[FlowHandle[Any] | None] = Future()
+        worker = self._workers[shard_of(flow_id, len(self._workers))]
+        worker.tell(FindHandle(reply, client_id=client_id))
         return reply.result(timeout)
 
     def signal(self, flow_id: str, name: str, payload: object, timeout: float = 30.0) -> None:

@@ -166,3 +166,26 @@ def test_a_signal_of_the_wrong_type_is_refused_by_the_node_and_the_flow_keeps_wa
             node.signal("0" * 32, "approve", "x")
         node.signal(handle.flow_id, "approve", "heidi")
         assert handle.result(10) == "heidi"
+
+
+def test_a_flows_handle_is_found_by_id_and_by_client_id_also_after_a_restart(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        waiting = node.start_flow(Waits(3600))
+        done = node.start_flow(Waits(0.01), client_id="short")
+        assert done.result(10) == "woke"
+        assert node.flow_handle(waiting.flow_id) is waiting
+        assert node.flow_handle("0" * 32) is None
+        assert node.reattach("never-used") is None
+    with Node(config(tmp_path, nats_server)) as node:
+        found = node.flow_handle(waiting.flow_id)
+        assert found is not None and found.flow_id == waiting.flow_id
+        assert not found.done
+        assert node.kill_flow(waiting.flow_id)
+        with pytest.raises(KilledFlowException):
+            found.result(10)
+        again = node.reattach("short")
+        assert again is not None and again.result(1) == "woke"
+        by_id = node.flow_handle(done.flow_id)
+        assert by_id is not None and by_id.result(1) == "woke"

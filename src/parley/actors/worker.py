@@ -107,6 +107,15 @@ class KillFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class FindHandle:
+    """Answer with the handle of a flow of this shard, by flow id or by client id (or None)."""
+
+    reply: Future[FlowHandle[Any] | None]
+    flow_id: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SignalFlow:
     """Store a signal for a flow of this shard; ``reply`` once stored (or refused)."""
 
@@ -364,6 +373,12 @@ class FlowWorker(Actor):
                     runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
+            case FindHandle(reply=reply, flow_id=flow_id, client_id=client_id):
+                if client_id is not None:
+                    reply.set_result(runtime.reattach(client_id))
+                else:
+                    assert flow_id is not None
+                    reply.set_result(runtime.handle_of(flow_id))
             case SignalFlow(flow_id=flow_id, name=name, payload=payload, reply=reply):
 
                 def answered(error: BaseException | None, reply: Future[None] = reply) -> None:
@@ -503,6 +518,7 @@ def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
 __all__ = [
     "Call",
     "Deliver",
+    "FindHandle",
     "FlowWorker",
     "Inspect",
     "KillFlow",

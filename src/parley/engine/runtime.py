@@ -258,6 +258,44 @@ class FlowRuntime:
             return record.handle if record is not None else None
         return None
 
+    def handle_of(self, flow_id: str) -> FlowHandle[Any] | None:
+        """The handle of a flow started here (an RPC start or a client id), also after a restart.
+
+        A flow in memory gives its handle; a stored one is restored first; a finished flow that
+        had a client id gives a finished handle with its stored outcome. ``None``: no such flow
+        (or one that finished without a client id, whose outcome was not kept).
+        """
+        record = self.flows.get(flow_id)
+        if record is not None and record.handle is not None:
+            return record.handle
+        stored = self.store.load_flow(flow_id)
+        if stored is not None and stored.kind is StartKind.RPC:
+            record = self._live(flow_id)
+            if record is not None and record.handle is not None:
+                return record.handle
+            if stored.client_id is None:
+                return None
+        client_id = stored.client_id if stored is not None else None
+        client_id = client_id or self.store.client_id_of_result(flow_id)
+        return self._finished(client_id) if client_id is not None else None
+
+    def reattach(self, client_id: str) -> FlowHandle[Any] | None:
+        """The handle of the flow started with ``client_id`` (see :meth:`handle_of`)."""
+        flow_id = client_flow_id(client_id)
+        return self.handle_of(flow_id) or self._finished(client_id)
+
+    def _finished(self, client_id: str) -> FlowHandle[Any] | None:
+        result = self.store.flow_result(client_id)
+        if result is None:
+            return None
+        done: FlowHandle[Any] = FlowHandle(result.flow_id)
+        if result.error is not None:
+            done.future.set_exception(decoded_error(result.error))
+        else:
+            done.future.set_result(codec.decode(result.value) if result.value else None)
+        done.started.set_result(None)
+        return done
+
     def _start_of(self, record: FlowRecord) -> tuple[str | None, bytes | None]:
         """The class and encoded arguments a flow was started with."""
         start = record.driver.initial_state.start_record if record.driver is not None else None

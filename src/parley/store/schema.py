@@ -264,6 +264,8 @@ SELECT flow_id, client_id, status, value, error, flow_class, args
 FROM flow_result WHERE client_id = ?
 """
 
+SELECT_CLIENT_ID_OF_RESULT = "SELECT client_id FROM flow_result WHERE flow_id = ?"
+
 # Flows still stored (with their result's status if they have one), then finished flows whose
 # start row is gone. Columns: flow_id, flow_class, status, suspends, pending_request,
 # progress_step, client_id, created_at, updated_at.

@@ -250,6 +250,11 @@ class SqliteStore:
         found = row.fetchone()
         return None if found is None else (str(found[0]), FlowStatus(found[1]))
 
+    def client_id_of_result(self, flow_id: str) -> str | None:
+        """The client id of a finished flow whose outcome is kept, or ``None``."""
+        found = self._conn.execute(schema.SELECT_CLIENT_ID_OF_RESULT, (flow_id,)).fetchone()
+        return None if found is None else str(found[0])
+
     def flow_result(self, client_id: str) -> StoredResult | None:
         """The stored outcome of the finished flow started with ``client_id``, or ``None``."""
         found = self._conn.execute(schema.SELECT_RESULT, (client_id,)).fetchone()
