@@ -180,12 +180,15 @@ def test_a_flows_handle_is_found_by_id_and_by_client_id_also_after_a_restart(
         assert node.reattach("never-used") is None
     with Node(config(tmp_path, nats_server)) as node:
         found = node.flow_handle(waiting.flow_id)
-        assert found is not None and found.flow_id == waiting.flow_id
+        assert found is not None
+        assert found.flow_id == waiting.flow_id
         assert not found.done
         assert node.kill_flow(waiting.flow_id)
         with pytest.raises(KilledFlowException):
             found.result(10)
         again = node.reattach("short")
-        assert again is not None and again.result(1) == "woke"
+        assert again is not None
+        assert again.result(1) == "woke"
         by_id = node.flow_handle(done.flow_id)
-        assert by_id is not None and by_id.result(1) == "woke"
+        assert by_id is not None
+        assert by_id.result(1) == "woke"
