@@ -1,4 +1,5 @@
-"""``parley``: run nodes from the command line."""
+"""``parley``: run nodes and operate a network from the command line (``parley network`` is in
+:mod:`parley.cli.network`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import threading
 import tomllib
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from parley.cli.network import OPERATOR_PUBLIC_FILE, check_name, fail, hint, network_app
+
+if TYPE_CHECKING:
+    from parley.node import NodeConfig
 
 app = typer.Typer(
     name="parley",
@@ -18,8 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(network_app, name="network")
 
 #: Keys a ``parley.toml`` may set under ``[node]`` (the same names as the flags).
 CONFIG_KEYS = {
@@ -31,6 +38,12 @@ CONFIG_KEYS = {
     "max_live_flows",
     "synchronous",
     "passivate_after",
+    "operator_key",
+    "map_wait",
+    "nats_nkey",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
 }
 
 
@@ -60,13 +73,46 @@ def _as_list(value: object) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+@node_app.command("init")
+def node_init(
+    name: Annotated[str, typer.Option(help="The node's name (its address on the network).")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The node's directory (default: ./<name>).")
+    ] = None,
+) -> None:
+    """Create the node's identity key if it has none, and print its public key (U...)."""
+    # Imported here: the key code pulls in PyNaCl, which `parley --help` does not need.
+    from parley.identity.keys import IDENTITY_FILE, IdentityError, load_identity  # noqa: PLC0415
+
+    check_name(name)
+    directory = data_dir or Path(name)
+    existed = (directory / IDENTITY_FILE).exists()
+    try:
+        key = load_identity(directory)
+    except IdentityError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"can't create the key in {directory}: {exc.strerror}")
+    typer.echo(key.public_key)
+    what = "has the key" if existed else "now has the key"
+    hint(
+        f"{directory / IDENTITY_FILE} {what} above. The network operator admits the node with "
+        f"`parley network admit {name} {key.public_key}`; run it with --operator-key "
+        f"(the operator's {OPERATOR_PUBLIC_FILE} or key)"
+    )
+
+
 @node_app.command("run")
 def node_run(
     name: Annotated[
         str | None, typer.Option(help="The node's name (its address on the network).")
     ] = None,
     nats: Annotated[
-        str | None, typer.Option(help="NATS URL; without it an embedded nats-server is started.")
+        str | None,
+        typer.Option(
+            envvar="PARLEY_NATS_URL",
+            help="NATS URL; without it an embedded nats-server is started.",
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Directory for the node's SQLite file (default: ./<name>).")
@@ -97,15 +143,36 @@ def node_run(
         float | None,
         typer.Option(min=0.0, help="Seconds a waiting flow stays in memory (default 60)."),
     ] = None,
+    operator_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The network operator's public key (O...), or a file holding it. Without it "
+            "messages are not authenticated (development only)."
+        ),
+    ] = None,
+    map_wait: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds to wait at start for the network map (default 5)."),
+    ] = None,
+    nats_nkey: Annotated[
+        bool | None,
+        typer.Option(
+            "--nats-nkey/--no-nats-nkey",
+            help="Authenticate to NATS with the node's key (default: off).",
+        ),
+    ] = None,
+    nats_tls_ca: Annotated[
+        Path | None, typer.Option(help="TLS: the CA the NATS server's certificate chains to.")
+    ] = None,
+    nats_tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS: a client certificate (PEM), with --nats-tls-key.")
+    ] = None,
+    nats_tls_key: Annotated[
+        Path | None, typer.Option(help="TLS: the client certificate's key (PEM).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a node until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
-    # Imported here, not at the top: the node pulls in pykka, NATS and SQLite, and `parley --help`
-    # and shell completion should not pay for them.
-    from parley.engine.apps import AppNotFoundError  # noqa: PLC0415
-    from parley.engine.logcontext import install  # noqa: PLC0415
-    from parley.node import Node, NodeConfig  # noqa: PLC0415
-
     settings: dict[str, Any] = load_config(config) if config else {}
     flags = {
         "name": name,
@@ -117,6 +184,12 @@ def node_run(
         "max_live_flows": max_live_flows,
         "synchronous": synchronous,
         "passivate_after": passivate_after,
+        "operator_key": operator_key,
+        "map_wait": map_wait,
+        "nats_nkey": nats_nkey,
+        "nats_tls_ca": nats_tls_ca,
+        "nats_tls_cert": nats_tls_cert,
+        "nats_tls_key": nats_tls_key,
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
     if not settings.get("name"):
@@ -126,25 +199,23 @@ def node_run(
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    _run_node(settings, level)
+
+
+def _run_node(settings: dict[str, Any], level: int) -> None:
+    """Start the node ``settings`` describe and run it until SIGTERM or Ctrl-C."""
+    # Imported here, not at the top: the node pulls in pykka, NATS and SQLite, and `parley --help`
+    # and shell completion should not pay for them.
+    from parley.engine.apps import AppNotFoundError  # noqa: PLC0415
+    from parley.engine.logcontext import install  # noqa: PLC0415
+    from parley.node import Node  # noqa: PLC0415
+
+    node_config = _node_config(settings)
     install(level=level)
-    node_name = str(settings["name"])
-    try:
-        node_config = NodeConfig(
-            name=node_name,
-            data_dir=Path(settings.get("data_dir") or node_name),
-            nats_url=settings.get("nats"),
-            apps=list(settings.get("apps", [])),
-            app_paths=[Path(p) for p in _as_list(settings.get("app_path", []))],
-            workers=int(settings.get("workers", 2)),
-            max_live_flows=int(settings.get("max_live_flows", 10_000)),
-            synchronous=str(settings.get("synchronous", "FULL")),
-            passivate_after=float(settings.get("passivate_after", 60.0)),
-        )
-    except (ValueError, TypeError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    node_name = node_config.name
     try:
         node = Node(node_config).start()
     except AppNotFoundError as exc:
@@ -159,6 +230,83 @@ def node_run(
     finally:
         node.stop()
         typer.echo(f"node {node_name} stopped", err=True)
+
+
+def _node_config(settings: dict[str, Any]) -> NodeConfig:
+    """The node's configuration from flags and file; what is wrong with it is a one-line error."""
+    from parley.node import NodeConfig  # noqa: PLC0415 (pykka, NATS, SQLite: see _run_node)
+
+    node_name = str(settings["name"])
+    tls = {k: _path(settings, k) for k in ("nats_tls_ca", "nats_tls_cert", "nats_tls_key")}
+    if settings.get("nats") is None and any(tls.values()):
+        fail("--nats-tls-* need --nats: the embedded nats-server runs without TLS", 2)
+    nkey = settings.get("nats_nkey", False)
+    if not isinstance(nkey, bool):
+        fail(f"nats_nkey must be true or false, not {nkey!r}", 2)
+    operator = settings.get("operator_key")
+    try:
+        return NodeConfig(
+            name=node_name,
+            data_dir=Path(settings.get("data_dir") or node_name),
+            nats_url=settings.get("nats"),
+            apps=list(settings.get("apps", [])),
+            app_paths=[Path(p) for p in _as_list(settings.get("app_path", []))],
+            workers=int(settings.get("workers", 2)),
+            max_live_flows=int(settings.get("max_live_flows", 10_000)),
+            synchronous=str(settings.get("synchronous", "FULL")),
+            passivate_after=float(settings.get("passivate_after", 60.0)),
+            operator_key=operator_public_key(str(operator)) if operator is not None else None,
+            map_wait=float(settings.get("map_wait", 5.0)),
+            nats_nkey=nkey,
+            nats_tls_ca=tls["nats_tls_ca"],
+            nats_tls_cert=tls["nats_tls_cert"],
+            nats_tls_key=tls["nats_tls_key"],
+        )
+    except (ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _path(settings: dict[str, Any], key: str) -> Path | None:
+    value = settings.get(key)
+    return Path(str(value)).expanduser() if value is not None else None
+
+
+def _operator_kind() -> int:
+    import nkeys  # noqa: PLC0415 (PyNaCl, only for commands that handle keys)
+
+    kind: int = nkeys.PREFIX_BYTE_OPERATOR
+    return kind
+
+
+def operator_public_key(value: str, what: str = "--operator-key") -> str:
+    """The operator's public key (``O...``) from ``value``: the key itself or a file holding it."""
+    from parley.identity.keys import is_public_key  # noqa: PLC0415 (PyNaCl)
+
+    text = value.strip()
+    if is_public_key(text, kind=_operator_kind()):
+        return text
+    path = Path(value).expanduser()
+    if text.startswith("S") and not path.exists():
+        fail(f"{what} S... is a seed, which is secret: nodes get the operator's public key", 2)
+    if not path.is_file():
+        fail(
+            f"{what} {value!r} is neither the operator's public key (O..., 56 characters) nor a "
+            f"file holding it (`parley network init` writes {OPERATOR_PUBLIC_FILE})",
+            2,
+        )
+    try:
+        content = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{what}: can't read {path}: {exc}", 2)
+    if content.startswith("S"):
+        fail(
+            f"{what}: {path} holds a secret seed; nodes get only the operator's public key "
+            f"(the {OPERATOR_PUBLIC_FILE} that `parley network init` wrote)",
+            2,
+        )
+    if not is_public_key(content, kind=_operator_kind()):
+        fail(f"{what}: {path} does not hold an operator public key (O...)", 2)
+    return content
 
 
 @app.command()
