@@ -603,13 +603,13 @@ def test_a_node_is_granted_exactly_these_subjects() -> None:
 
 
 def test_a_malformed_admission_is_refused() -> None:
-    admin, alice, bob = (KeyPair.generate().public_key for _ in range(3))
+    admin, alice = (KeyPair.generate().public_key for _ in range(2))
     mistyped = alice[:-1] + ("A" if alice[-1] != "A" else "B")
     cases: list[tuple[list[tuple[str, str]], str, str]] = [
         ([("alice", "UNOTAKEY")], admin, "the key of node alice is not a public NKey user key"),
         ([("alice", mistyped)], admin, "the key of node alice has a bad checksum"),
         ([("al.ice", alice)], admin, "invalid node name"),
-        ([("alice", alice), ("alice", bob)], admin, "node alice is listed twice"),
+        ([("alice", alice), ("alice", alice)], admin, "the key of node alice is used by another"),
         ([("alice", alice), ("bob", alice)], admin, "the key of node bob is used by another"),
         ([("alice", admin)], admin, "the key of node alice is used by another"),
         ([("alice", alice)], new_operator_key().public_key, "the admin key is not a public"),
@@ -617,3 +617,11 @@ def test_a_malformed_admission_is_refused() -> None:
     for nodes, admin_key, problem in cases:
         with pytest.raises(NatsSecurityError, match=problem):
             nats_authorization(nodes, admin_key)
+
+
+def test_a_node_under_two_keys_may_connect_with_either_during_a_rotation() -> None:
+    admin, old, new = (KeyPair.generate().public_key for _ in range(3))
+    fragment = nats_authorization([("alice", new), ("alice", old)], admin)
+    assert fragment.count("# node alice") == 2
+    assert new in fragment
+    assert old in fragment

@@ -482,15 +482,5 @@ def _node_pair(item: str) -> tuple[str, str]:
 
 
 def _admitted_pairs(entries: list[NodeEntry]) -> list[tuple[str, str]]:
-    """``(name, current key)`` of each admitted node; a second key (rotation) is left out."""
-    pairs = []
-    for entry in entries:
-        if not entry.admitted:
-            continue
-        pairs.append((entry.name, entry.keys[0]))
-        if len(entry.keys) > 1:
-            hint(
-                f"{entry.name} is admitted under {len(entry.keys)} keys: NATS lets it connect "
-                f"with its current key {entry.keys[0]} only"
-            )
-    return pairs
+    """``(name, key)`` for every key of every admitted node (two during a key rotation)."""
+    return [(entry.name, key) for entry in entries if entry.admitted for key in entry.keys]

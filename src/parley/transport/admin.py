@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import nats
+from nats.aio.client import Client
 
 from parley.identity.keys import KeyPair, is_public_key
 from parley.identity.netmap import (
@@ -31,6 +33,20 @@ from parley.transport.mapsync import list_entries, put_entry
 from parley.transport.security import ensure_node_stream
 
 __all__ = ["AdminError", "NetworkAdmin"]
+
+
+def _why_not_connected(
+    url: str, error: BaseException, reported: Sequence[BaseException], timeout: float
+) -> str:
+    """One line on why the admin could not connect: refused credentials, TLS, or no server."""
+    for cause in (*reported, error):
+        text = str(cause).lower()
+        if "authorization" in text or "authentication" in text:
+            return f"the NATS server at {url} refused the admin's credentials ({cause})"
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError) or "tls" in text:
+            return f"TLS with the NATS server at {url} failed: {cause}"
+    return f"no NATS server at {url} within {timeout} s ({type(error).__name__}: {error})"
+
 
 T = TypeVar("T")
 
@@ -147,19 +163,32 @@ class NetworkAdmin:
         return found
 
     async def _with_connection(self, use: Any) -> Any:
+        nc = Client()
+        errors: list[BaseException] = []
+        options = dict(self._options)
+        theirs = options.pop("error_cb", None)
+
+        async def record(error: Exception) -> None:
+            errors.append(error)
+            if theirs is not None:
+                await theirs(error)
+
         try:
-            nc = await asyncio.wait_for(
-                nats.connect(
+            await asyncio.wait_for(
+                nc.connect(
                     self.url,
                     name="parley-network-admin",
                     allow_reconnect=False,
-                    connect_timeout=self._timeout,
-                    **self._options,
+                    connect_timeout=max(1, round(self._timeout)),
+                    error_cb=record,
+                    **options,
                 ),
                 self._timeout,
             )
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise AdminError(f"no NATS server at {self.url} within {self._timeout} s") from exc
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a refused connection keeps its socket open
+                await nc.close()
+            raise AdminError(_why_not_connected(self.url, exc, errors, self._timeout)) from exc
         try:
             return await asyncio.wait_for(use(nc), self._timeout)
         finally:

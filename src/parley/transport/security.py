@@ -158,7 +158,8 @@ def nats_authorization(nodes: Sequence[tuple[str, str]], admin_public_key: str) 
     block; a client without credentials, or with a key not listed here, can't connect.
 
     Args:
-        nodes: ``(name, public user NKey)`` of each admitted node.
+        nodes: ``(name, public user NKey)`` of each admitted node; a node listed with two keys
+            (during a key rotation) may connect with either, with the same permissions.
         admin_public_key: the public user NKey (``U...``) of the operator's admin tooling, which
             gets every permission (it creates streams, writes the network map).
 
@@ -166,9 +167,8 @@ def nats_authorization(nodes: Sequence[tuple[str, str]], admin_public_key: str) 
         An ``authorization { users = [...] }`` block to include in the server's configuration.
 
     Raises:
-        NatsSecurityError: a name or key is malformed, or used twice.
+        NatsSecurityError: a name or key is malformed, or a key is listed twice.
     """
-    seen_names: set[str] = set()
     seen_keys = {_check_public_key(admin_public_key, "the admin key")}
     entries = []
     for name, key in nodes:
@@ -176,11 +176,8 @@ def nats_authorization(nodes: Sequence[tuple[str, str]], admin_public_key: str) 
             validate_node_name(name)
         except ValueError as exc:
             raise NatsSecurityError(str(exc)) from exc
-        if name in seen_names:
-            raise NatsSecurityError(f"node {name} is listed twice")
         if _check_public_key(key, f"the key of node {name}") in seen_keys:
             raise NatsSecurityError(f"the key of node {name} is used by another user")
-        seen_names.add(name)
         seen_keys.add(key)
         permissions = node_permissions(name)
         entries.append(
