@@ -46,6 +46,7 @@ from parley.actors.worker import (
     FindHandle,
     FlowWorker,
     KillFlow,
+    RetryFlow,
     RevokePeer,
     SignalFlow,
     StartFlow,
@@ -526,6 +527,16 @@ class Node:
             SignalFlow(flow_id, name, encoded, reply)
         )
         reply.result(timeout)
+
+    def hospital_retry(self, flow_id: str, timeout: float = 30.0) -> bool:
+        """Retry a flow kept for observation from its last checkpoint, now, without a restart.
+
+        Returns False if the flow is not kept for observation (unknown, running, finished).
+        """
+        self._require()
+        reply: Future[bool] = Future()
+        self._workers[shard_of(flow_id, len(self._workers))].tell(RetryFlow(flow_id, reply))
+        return reply.result(timeout)
 
     def flows(self, status: FlowStatus | None = None) -> list[FlowSummary]:
         """The flows in the node's database (running, hospitalized, finished client-id flows).

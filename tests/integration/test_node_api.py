@@ -192,3 +192,24 @@ def test_a_flows_handle_is_found_by_id_and_by_client_id_also_after_a_restart(
         by_id = node.flow_handle(done.flow_id)
         assert by_id is not None
         assert by_id.result(1) == "woke"
+
+
+def test_an_operator_retries_a_flow_kept_for_observation_without_a_restart(
+    tmp_path: Path, nats_server: EmbeddedNatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Node(config(tmp_path, nats_server)) as node:
+        handle = node.start_flow(Waits(0.01, observe=True))
+        wait_for(
+            lambda: [f.status for f in node.flows()] == [FlowStatus.HOSPITALIZED],
+            10,
+            "the flow to be kept for observation",
+        )
+        monkeypatch.setattr(Waits, "call", _fixed_call)
+        assert node.hospital_retry(handle.flow_id) is True
+        assert handle.result(10) == "fixed"
+        assert node.hospital_retry(handle.flow_id) is False
+
+
+async def _fixed_call(self: Waits) -> str:
+    await self.sleep(self.seconds)
+    return "fixed"

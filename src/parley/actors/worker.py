@@ -134,6 +134,14 @@ class RevokePeer:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryFlow:
+    """Retry a flow kept for observation; the reply says whether there was one."""
+
+    flow_id: str
+    reply: Future[bool]
+
+
+@dataclass(frozen=True, slots=True)
 class Inspect:
     """Ask for the worker's counters (live flows, passivations)."""
 
@@ -373,6 +381,8 @@ class FlowWorker(Actor):
                     runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):
                 reply.set_result(runtime.kill(flow_id))
+            case RetryFlow(flow_id=flow_id, reply=reply):
+                reply.set_result(runtime.retry(flow_id))
             case FindHandle(reply=reply, flow_id=flow_id, client_id=client_id):
                 if client_id is not None:
                     reply.set_result(runtime.reattach(client_id))
@@ -524,6 +534,7 @@ __all__ = [
     "KillFlow",
     "Publisher",
     "RestoreFlows",
+    "RetryFlow",
     "RevokePeer",
     "SignalFlow",
     "StartFlow",

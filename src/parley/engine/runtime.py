@@ -470,6 +470,28 @@ class FlowRuntime:
             return True
         return False
 
+    def retry(self, flow_id: str) -> bool:
+        """Retry a flow kept for observation from its last checkpoint now (an operator's call,
+        e.g. after a fix was deployed). Returns False if the flow is not kept for observation.
+
+        If it fails again it is admitted again; its earlier admissions stay on record.
+        """
+        record = self._live(flow_id)
+        driver = record.driver if record is not None else None
+        state = driver.state if driver is not None else None
+        if (
+            driver is None
+            or driver.done
+            or state is None
+            or state.status is not FlowStatus.HOSPITALIZED
+            or state.errors is None
+            or state.errors.propagating
+        ):
+            return False
+        log.info("flow %s: retried from its checkpoint by an operator", flow_id)
+        driver.post(RetryFromCheckpoint())
+        return True
+
     def post(self, flow_id: str, event: Event) -> None:
         """Deliver an event to a flow, re-activating it from its checkpoint if needed."""
         record = self._live(flow_id)

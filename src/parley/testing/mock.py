@@ -254,6 +254,12 @@ class MockNode:
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)
 
+    def hospital_retry(self, flow_id: str) -> bool:
+        """Retry a flow kept for observation from its last checkpoint (see ``Node``)."""
+        retried = self.runtime.retry(flow_id)
+        self.runtime.run_ready()
+        return retried
+
     def signal(self, flow_id: str, name: str, payload: object) -> None:
         """Send the signal ``name`` to a running flow (see ``FlowLogic.wait_for_signal``).
 
