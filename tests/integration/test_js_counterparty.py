@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from parley import UnexpectedFlowEndException
 from parley.apps.pingpong import Ping, PingAll
+from parley.cli.wire import wire_app
 from parley.identity.keys import KeyPair, load_identity, new_operator_key, write_key
 from parley.node import Node, NodeConfig
+from parley.protocol import codec, ids
+from parley.protocol.messages import Init
+from parley.testing import HandPeer
 from parley.transport.admin import NetworkAdmin
 from parley.transport.natsserver import EmbeddedNatsServer
 
@@ -35,12 +40,10 @@ EXAMPLE = REPO / "examples" / "js-counterparty"
 NODE_JS = shutil.which("node")
 NPM = shutil.which("npm")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        NODE_JS is None or NPM is None, reason="needs Node.js (node and npm on the PATH)"
-    ),
-]
+pytestmark = pytest.mark.integration
+needs_node = pytest.mark.skipif(
+    NODE_JS is None or NPM is None, reason="needs Node.js (node and npm on the PATH)"
+)
 
 
 def installed_dependencies() -> Path:
@@ -187,6 +190,7 @@ def network(tmp_path: Path, nats_server: EmbeddedNatsServer, example: Path) -> I
     net.close()
 
 
+@needs_node
 def test_a_parley_ping_gets_its_answers_from_the_javascript_pong(network: Network) -> None:
     pong = network.js("responder.mjs", "jsbob")
     assert pong.next()["event"] == "ready"
@@ -198,6 +202,7 @@ def test_a_parley_ping_gets_its_answers_from_the_javascript_pong(network: Networ
     assert network.refusals() == {}, "every message the JavaScript node sent was accepted"
 
 
+@needs_node
 def test_the_javascript_pong_rejects_a_flow_it_does_not_run_and_parley_sees_why(
     network: Network,
 ) -> None:
@@ -208,6 +213,7 @@ def test_the_javascript_pong_rejects_a_flow_it_does_not_run_and_parley_sees_why(
     assert pong.next()["event"] == "rejected"
 
 
+@needs_node
 def test_a_javascript_ping_gets_its_answers_from_the_parley_pong(network: Network) -> None:
     ping = network.js("initiator.mjs", "jscarol", "--peer", "alice", "--n", "41", "--rounds", "3")
     assert ping.next() == {
@@ -220,6 +226,7 @@ def test_a_javascript_ping_gets_its_answers_from_the_parley_pong(network: Networ
     assert network.refusals() == {}
 
 
+@needs_node
 def test_parley_rejects_a_javascript_ping_of_a_version_it_does_not_serve(network: Network) -> None:
     ping = network.js("initiator.mjs", "jsdave", "--peer", "alice", "--version", "99")
     assert ping.next() == {
@@ -228,3 +235,27 @@ def test_parley_rejects_a_javascript_ping_of_a_version_it_does_not_serve(network
         "(this node serves versions 1 to 1)",
     }
     assert ping.proc.wait(30) == 0
+
+
+def test_wire_decode_reads_a_stream_and_consumes_nothing(nats_server: EmbeddedNatsServer) -> None:
+    url = nats_server.url
+    assert url is not None
+    session = "c" * 32 + ".0"
+    init = Init(
+        session, "parley.apps.pingpong:Ping", 1, "parley.apps.pingpong", codec.encode((1, 41))
+    )
+    with HandPeer(url, "carol") as carol:  # ghost never ran: its stream is made for it
+        carol.send("ghost", init, ids.message_id(session, 0))
+        carol.publish_raw("ghost", b"\xff", "garbage-1")
+    for _ in range(2):  # the second reading sees the same: the first consumed nothing
+        result = CliRunner().invoke(
+            wire_app, ["decode", "--compact", "--stream", "PARLEY_ghost", "--nats", url]
+        )
+        assert result.exit_code == 1, result.output
+        init_shown, garbage = (json.loads(line) for line in result.output.splitlines())
+        assert (init_shown["kind"], init_shown["stream_seq"]) == ("init", 1)
+        assert init_shown["subject"] == "parley.p2p.ghost.carol"
+        assert init_shown["headers"] == {"Nats-Msg-Id": f"{session}:0"}
+        assert init_shown["body"]["first_payload"] == {"$tuple": [1, 41]}
+        assert "malformed CBOR" in garbage["error"]
+        assert garbage["headers"] == {"Nats-Msg-Id": "garbage-1"}

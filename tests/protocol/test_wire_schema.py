@@ -5,6 +5,9 @@ MockNetwork validate against the schema, and every field, key, kind and tag the 
 named in it. A field added to a message class, a kind or a whitelisted type added to the codec,
 without the schema saying so, fails here.
 
+``parley wire decode`` (``parley.cli.wire``) is tested here too, on the same fixtures; its
+``--stream`` is tested against a real server in ``tests/integration/test_js_counterparty.py``.
+
 The validator is cddl-verifier (pure Python, RFC 8610 as updated by RFC 9682). pycddl (cddl-rs)
 was tried first and can't do it: it applies a ``.cbor`` control inside an array to every item of
 the array, checks only one branch of a type choice in an array's last member, accepts any tag
@@ -14,7 +17,9 @@ inside recursive choices (``[1, #6.999(1)]`` is a valid ``value`` to it) and doe
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -26,9 +31,11 @@ import pytest
 from cddl_verifier import Validator  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from parley import FlowException, FlowLogic, FlowSession, initiated_by, initiating_flow
 from parley.apps.pingpong import Ping, PingAll
+from parley.cli.wire import wire_app
 from parley.protocol import codec, ids
 from parley.protocol.codec_encoder import _ENCODERS
 from parley.protocol.codec_registry import _BY_TYPE
@@ -419,3 +426,112 @@ def check_ids(envelope: Envelope) -> None:
         schema.validate("parley-session-id", cbor2.dumps(session))
     if isinstance(body, Error):
         assert re.fullmatch(r"[0-9a-f]{32}:e[0-9]+", body.error_id), body.error_id
+
+
+# --------------------------------------------------------------------------------------------
+# `parley wire decode`
+# --------------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def decoded(*args: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``parley wire decode --compact ARGS``: its exit code and the messages it printed."""
+    result = runner.invoke(wire_app, ["decode", "--compact", *args])
+    return result.exit_code, [json.loads(line) for line in result.output.splitlines()]
+
+
+def test_wire_decode_shows_every_kind_of_message_by_field_name() -> None:
+    paths = sorted((GOLDEN / "wire").glob("*.cbor"))
+    code, shown = decoded(*map(str, paths), "--app", "tests.golden.flows")
+    assert code == 0
+    by_name = {Path(m["source"]).stem: m for m in shown}
+    assert by_name["init"]["body"] == {
+        "type": "p.Init",
+        "initiator_session": "4f1c0ffee4f1c0ffee4f1c0ffee4f1c0.0",
+        "flow_class": "tests.golden.flows:Asker",
+        "flow_version": 2,
+        "app": "tests.golden.flows",
+        "first_payload": "hi",
+    }
+    assert by_name["confirm"]["body"]["initiated_session"] == "9a3bd00d9a3bd00d9a3bd00d9a3bd00d.0"
+    assert by_name["data"]["body"]["payload"] == {
+        "$object": "golden.Quote",
+        "item": "w",
+        "price": {"$decimal": "1.5"},
+        "tags": {"$frozenset": ["a"]},
+    }
+    assert by_name["error"]["body"]["exception"] == {
+        "$exception": "tests.golden.flows:Refused",
+        "args": ["too expensive"],
+        "fields": {"code": 7, "peer": None, "error_id": None},
+    }
+    assert by_name["error_hidden"]["body"]["exception"] is None
+    assert by_name["reject"]["body"]["reason"] == "Don't know X"
+    assert by_name["end"]["body"] == {
+        "type": "p.End",
+        "session": "4f1c0ffee4f1c0ffee4f1c0ffee4f1c0.0",
+        "seq": 4,
+    }
+    batch = by_name["batch"]
+    assert (batch["kind"], [e["kind"] for e in batch["envelopes"]]) == (
+        "batch",
+        ["confirm", "data", "end"],
+    )
+
+
+def test_wire_decode_shows_a_payload_of_an_unloaded_type_by_position_with_the_reason() -> None:
+    data = encode_envelope(
+        Envelope("a:1", "alice", "bob", Data("s", 1, cbor2.dumps(cbor2.CBORTag(40110, ["x:Y", 1]))))
+    )
+    code, (shown,) = decoded("--hex", data.hex())
+    assert code == 0
+    assert shown["body"]["payload"] == {
+        "$undecodable": "type 'x:Y' is not registered with @serializable",
+        "size": 9,
+        "cbor": {"$object": "x:Y", "values": [1]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xff\x00", "malformed CBOR"),
+        (b"", "malformed CBOR"),
+        (cbor2.dumps({"v": 1}), "must be a non-empty string"),
+        (raw_envelope(data_body(), v=2), "unsupported envelope version 2"),
+        (raw_envelope(data_body(), sender="al.ice"), "is not a node name"),
+        (raw_envelope(data_body(), kind="end"), "does not match body"),
+        (cbor2.dumps(cbor2.CBORTag(999, 1)), "CBOR tag 999 is not allowed"),
+    ],
+)
+def test_wire_decode_refuses_garbage_with_the_reason(data: bytes, reason: str) -> None:
+    code, (shown,) = decoded("--base64", base64.b64encode(data).decode())
+    assert code == 1
+    assert reason in shown["error"]
+    assert shown["size"] == len(data)
+
+
+def test_wire_decode_checks_the_subject_against_the_envelope() -> None:
+    data = (GOLDEN / "wire" / "end.cbor").read_bytes()
+    assert decoded("--hex", data.hex(), "--subject", "parley.p2p.alice.bob")[0] == 0
+    code, (shown,) = decoded("--hex", data.hex(), "--subject", "parley.p2p.bob.alice")
+    assert code == 1
+    assert "does not match the envelope" in shown["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give files, --hex, --base64 or --stream"),
+        (["--hex", "zz"], "not hexadecimal"),
+        (["--base64", "!!"], "not base64"),
+        (["/no/such/file"], "cannot read /no/such/file"),
+        (["--hex", "00", "--app", "no.such.module"], "cannot import no.such.module"),
+        (["--stream", "PARLEY_x", "--nats", "nats://127.0.0.1:1"], "no NATS server"),
+    ],
+)
+def test_wire_decode_refuses_bad_arguments_clearly(args: list[str], message: str) -> None:
+    result = runner.invoke(wire_app, ["decode", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
