@@ -64,6 +64,7 @@ from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.identity.keys import KeyPair, load_identity
 from parley.identity.netmap import MapEntryError, NetworkMap, NodeEntry
+from parley.identity.service import NodeIdentity
 from parley.identity.signing import MessageSigner, MessageVerifier
 from parley.protocol import codec
 from parley.protocol.codec import DEFAULT_MAX_SIZE
@@ -256,6 +257,11 @@ class Node:
             shards=config.workers,
             sign=MessageSigner(identity) if network_map is not None and identity else None,
             parties=network_map,
+            identity_service=(
+                NodeIdentity(identity, network_map.keys_of)
+                if network_map is not None and identity is not None
+                else None
+            ),
         )
         self._workers = [FlowWorker.start(i, services) for i in range(config.workers)]
         verifier = MessageVerifier(network_map) if network_map is not None else None

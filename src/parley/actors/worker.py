@@ -33,6 +33,7 @@ import pykka
 
 from parley.actors.base import Actor
 from parley.actors.persistence import Commit
+from parley.engine.driver import Identity
 from parley.engine.handles import FlowHandle, flow_id_for, shard_of
 from parley.engine.hospital import HospitalPort
 from parley.engine.outbox import Outgoing, Sign, messages_for
@@ -168,6 +169,8 @@ class WorkerServices:
     sign: Sign | None = None
     #: Who is in the network (the network map); ``None``: every party is.
     parties: Parties | None = None
+    #: The node's identity for flows (``services.identity``); ``None`` without a network map.
+    identity_service: Identity | None = None
     #: Told when a worker dies: ``(index, the handles its clients hold)``; the supervisor starts a
     #: new worker for the shard (see :class:`~parley.actors.manager.FlowManager`).
     on_worker_failure: Callable[[int, dict[str, FlowHandle[Any]]], None] | None = None
@@ -304,6 +307,7 @@ class FlowWorker(Actor):
             registry=self.services.registry,
             hospital=self.services.hospital,
             parties=self.services.parties,
+            identity_service=self.services.identity_service,
         )
         self._schedule_sweep()
 

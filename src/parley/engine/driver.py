@@ -132,11 +132,36 @@ class FlowHost(Protocol):
         """Why a flow may not open a session with ``party`` (``None``: it may)."""
         ...
 
+    def identity_service(self) -> Identity:
+        """The node's identity, for flows that sign and verify.
+
+        Raises:
+            FlowUsageError: the node has none (it runs without a network map).
+        """
+        ...
+
     def now(self) -> datetime: ...
 
     def random(self) -> float: ...
 
     def uuid(self) -> str: ...
+
+
+class Identity(Protocol):
+    """What flows may do with the node's identity (``FlowLogic.services.identity``)."""
+
+    def sign(self, data: bytes) -> bytes:
+        """The node's Ed25519 signature of ``data``."""
+        ...
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is ``node``'s signature of ``data`` under a key the network map
+        admits for it."""
+        ...
+
+    def public_key(self, node: str) -> str | None:
+        """``node``'s current public key, or ``None`` if the network map does not admit it."""
+        ...
 
 
 @dataclass(slots=True)
@@ -220,6 +245,23 @@ class FlowDriver:
     def uuid(self) -> str:
         value = self._record("uuid", self.host.uuid)
         assert isinstance(value, str)
+        return value
+
+    def sign(self, data: bytes) -> bytes:
+        value = self._record("sign", lambda: self.host.identity_service().sign(data))
+        assert isinstance(value, bytes)
+        return value
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
+        value = self._record(
+            f"verify {node}", lambda: self.host.identity_service().verify(node, data, signature)
+        )
+        assert isinstance(value, bool)
+        return value
+
+    def public_key(self, node: str) -> str | None:
+        value = self._record(f"key {node}", lambda: self.host.identity_service().public_key(node))
+        assert value is None or isinstance(value, str)
         return value
 
     @property

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from parley.engine.driver import FlowDriver
+from parley.engine.driver import FlowDriver, Identity
 from parley.engine.restore import UNREADABLE, restored
 from parley.protocol.actions import ExecuteOperation, ReadSignal, RunQuery
-from parley.protocol.errors import type_name
+from parley.protocol.errors import FlowUsageError, type_name
 from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus, StoreOp
 from parley.protocol.state import FlowState
@@ -98,6 +98,9 @@ class _CheckingHost:
 
     def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
         pass  # a replay answers the wait from the journal
+
+    def identity_service(self) -> Identity:
+        raise FlowUsageError("a replay answers identity calls from the journal")
 
     def party_refusal(self, party: str) -> str | None:
         return None  # a replay answers initiate_flow from the journal

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from parley.engine.driver import FlowDriver
+from parley.engine.driver import FlowDriver, Identity
 from parley.engine.handles import FlowHandle, FlowLostError, client_flow_id, responder_flow_id
 from parley.engine.hospital import Hospital, HospitalPort
 from parley.engine.inits import SessionInits
@@ -111,6 +111,7 @@ class FlowRuntime:
         registry: FlowRegistry | None = None,
         hospital: HospitalPort | None = None,
         parties: Parties | None = None,
+        identity_service: Identity | None = None,
     ) -> None:
         """Host flows for node ``identity``.
 
@@ -121,9 +122,12 @@ class FlowRuntime:
             registry: which responder answers which initiating flow.
             hospital: where errored flows go.
             parties: who is in the network (the network map); ``None`` admits every party.
+            identity_service: the node's key and the map's, for flows that sign (``None``:
+                flows that ask for it get a FlowUsageError).
         """
         self.identity = identity
         self.parties = parties
+        self._identity_service = identity_service
         self.store = store
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
@@ -801,6 +805,14 @@ class FlowRuntime:
 
     def party_refusal(self, party: str) -> str | None:
         return self.parties.refusal(party) if self.parties is not None else None
+
+    def identity_service(self) -> Identity:
+        if self._identity_service is None:
+            raise FlowUsageError(
+                f"node {self.identity} has no identity for flows to sign with: run it with a "
+                "network map (an operator key)"
+            )
+        return self._identity_service
 
     def peer_revoked(self, peer: str, reason: str, stored: Iterable[str] = ()) -> int:
         """End the sessions of every flow here with ``peer``, which was revoked.

@@ -61,13 +61,47 @@ class FlowDatabase:
         return rows
 
 
-class FlowServices:
-    """What a running flow can use besides sessions."""
+class FlowIdentity:
+    """The node's identity, as a flow uses it: sign data, check other nodes' signatures.
 
-    __slots__ = ("db",)
+    Every answer is recorded in the flow's journal (a replay sees the same answer, even after a
+    key rotation). Messages between flows are signed by the nodes anyway: use this for signatures
+    that outlive a message, such as a transaction's.
+    """
+
+    __slots__ = ("_flow",)
+
+    def __init__(self, flow: FlowLogic[Any]) -> None:
+        self._flow = flow
+
+    def sign(self, data: bytes) -> bytes:
+        """This node's Ed25519 signature of ``data``.
+
+        Raises:
+            FlowUsageError: the node has no identity (it runs without a network map).
+        """
+        if not isinstance(data, bytes):
+            raise FlowUsageError(f"sign() takes bytes, not {type(data).__name__}")
+        return self._flow._context().sign(data)
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is ``node``'s signature of ``data``, by the keys the network map
+        admits for ``node`` (an unknown or revoked node verifies nothing)."""
+        return self._flow._context().verify(node, data, signature)
+
+    def public_key(self, node: str) -> str | None:
+        """``node``'s current public key (an NKey, ``U...``), or ``None`` if it is not admitted."""
+        return self._flow._context().public_key(node)
+
+
+class FlowServices:
+    """What a running flow can use besides sessions: its database and its node's identity."""
+
+    __slots__ = ("db", "identity")
 
     def __init__(self, flow: FlowLogic[Any]) -> None:
         self.db = FlowDatabase(flow)
+        self.identity = FlowIdentity(flow)
 
 
 class FlowLogic(Generic[T]):
@@ -268,4 +302,4 @@ def _unique(sessions: Sequence[FlowSession]) -> None:
         raise FlowUsageError("A flow session can only appear once as argument.")
 
 
-__all__ = ["FlowDatabase", "FlowLogic", "FlowServices", "IdempotentFlow"]
+__all__ = ["FlowDatabase", "FlowIdentity", "FlowLogic", "FlowServices", "IdempotentFlow"]

@@ -38,6 +38,8 @@ from parley.engine.hospital import Admission, Hospital, Outcome
 from parley.engine.runtime import FlowRuntime
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
+from parley.identity.keys import KeyPair
+from parley.identity.service import NodeIdentity
 from parley.protocol import codec
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
@@ -227,6 +229,7 @@ class MockNode:
             _Ports(self, self.generation),
             registry=self.registry,
             hospital=self.hospital,
+            identity_service=NodeIdentity(self.network.key_of(self.name), self.network.keys_of),
         )
         runtime.on_flow_end = self._record_outcome
         return runtime
@@ -368,6 +371,25 @@ class MockNetwork:
         self._seq = itertools.count()
         self._deliveries = itertools.count(1)
         self._pending: dict[str, deque[tuple[int, bytes]]] = {}
+        #: Each node's identity key (made when the node is first created; kept across restarts),
+        #: for flows that sign (``services.identity``).
+        self.keys: dict[str, KeyPair] = {}
+        #: Nodes whose keys no longer verify (a revocation, as the network map would say).
+        self.revoked: set[str] = set()
+
+    def key_of(self, name: str) -> KeyPair:
+        """Node ``name``'s identity key (made on first use)."""
+        key = self.keys.get(name)
+        if key is None:
+            key = self.keys[name] = KeyPair.generate()
+        return key
+
+    def keys_of(self, name: str) -> tuple[str, ...] | None:
+        """The public keys that verify as ``name``'s: ``None`` for an unknown or revoked node."""
+        key = self.keys.get(name)
+        if key is None or name in self.revoked:
+            return None
+        return (key.public_key,)
 
     def create_node(
         self,
