@@ -70,7 +70,7 @@ from parley.protocol import codec
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
-from parley.protocol.records import FlowStatus, PutMapEntry
+from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry
 from parley.store import FlowSummary, SqliteStore
 from parley.transport.bridge import NatsBridge
 from parley.transport.mapsync import MapSync
@@ -219,7 +219,7 @@ class Node:
         self._persistence = persistence
         self._actors.append(persistence)
         persistence.ask("stats", timeout=30)  # its on_start migrated the database
-        hospital = HospitalActor.start(Hospital())
+        hospital = HospitalActor.start(Hospital(keep=self._keep_admission))
         self._actors.append(hospital)
         self._hospital = ActorHospital(hospital)
         self._timers = TimerService(f"parley-timers-{config.name}")
@@ -376,6 +376,19 @@ class Node:
             for worker in list(self._workers):
                 with contextlib.suppress(pykka.ActorDeadError):
                     worker.tell(RevokePeer(entry.name, reason))
+
+    def _keep_admission(self, record: PutAdmission) -> None:
+        """The hospital's sink: every admission is stored (it survives restarts)."""
+        persistence = self._persistence
+        if persistence is None:
+            return
+
+        def kept(error: BaseException | None) -> None:
+            if error is not None:
+                log.warning("storing an admission of flow %s failed: %r", record.flow_id, error)
+
+        with contextlib.suppress(pykka.ActorDeadError):
+            persistence.tell(Commit((record,), kept))
 
     def _lookup(self, name: str, done: Callable[[], None]) -> None:
         """The router asks for a sender it does not know (see ``SessionRouter``)."""
@@ -575,6 +588,18 @@ class Node:
         stats = self._persistence.ask("stats", timeout=timeout)
         assert isinstance(stats, CommitStats)
         return stats
+
+    def hospital_show(self, flow_id: str) -> list[Admission]:
+        """Every hospital admission of a stored flow, oldest first (they survive restarts and
+        are deleted with the flow)."""
+        with SqliteStore(self.db_path, readonly=True) as store:
+            return [Admission.from_record(r) for r in store.admissions(flow_id)]
+
+    def hospital_list(self) -> list[Admission]:
+        """The latest admission of each stored flow that was ever admitted, oldest first."""
+        with SqliteStore(self.db_path, readonly=True) as store:
+            latest = {r.flow_id: r for r in store.admissions()}
+        return [Admission.from_record(r) for r in latest.values()]
 
     def hospital_records(self, timeout: float = 10.0) -> list[Admission]:
         if self._hospital is None:

@@ -26,6 +26,7 @@ from parley.protocol.events import (
     RetryFromCheckpoint,
     StartErrorPropagation,
 )
+from parley.protocol.records import PutAdmission
 from parley.protocol.state import ErrorState, FlowError, FlowState
 from parley.protocol.transitions.machine import transition
 
@@ -610,6 +611,11 @@ def test_examine_records_the_admission_with_the_error_and_the_diagnosis() -> Non
         traceback=record.traceback,
         staff="constraint",
         outcome=Outcome.RETRY,
+        causes=(
+            "parley.protocol.errors.StateTransitionError: commit failed",
+            "sqlite3.IntegrityError: UNIQUE constraint failed: t.k",
+        ),
+        attempt=0,
     )
     assert record.traceback.startswith("Traceback (most recent call last):")
     assert "sqlite3.IntegrityError: UNIQUE constraint failed: t.k" in record.traceback
@@ -678,3 +684,26 @@ def test_admit_passes_the_verdict_on_at_once() -> None:
 
     assert verdicts == [(RetryFromCheckpoint(), 0.0), (RetryFromCheckpoint(), 10.0)]
     assert [r.staff for r in hospital.records] == ["locked", "locked"]
+
+
+def test_every_admission_is_handed_to_the_keeper_with_its_attempt_and_delay() -> None:
+    kept: list[PutAdmission] = []
+    hospital = Hospital(keep=kept.append, random=lambda: 1.0)
+    state = errored(caused_by(StateTransitionError("x", "PersistCheckpoint"), locked_error()))
+    for _ in range(3):
+        hospital.examine(state, NOW)
+    assert [(r.staff, r.attempt, r.retry_in) for r in kept] == [
+        ("locked", 0, 0.0),
+        ("locked", 1, backoff(1, 1.0)),
+        ("locked", 2, backoff(2, 1.0)),
+    ]
+    assert [Admission.from_record(r) for r in kept] == list(hospital.records)
+
+
+def test_a_failing_keeper_does_not_stop_the_verdict() -> None:
+    def broken(record: object) -> None:
+        raise OSError("disk full")
+
+    hospital = Hospital(keep=broken)
+    event, _ = hospital.examine(errored(integrity_error()), NOW)
+    assert isinstance(event, RetryFromCheckpoint)

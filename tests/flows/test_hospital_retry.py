@@ -29,10 +29,16 @@ def test_a_flow_kept_for_observation_is_retried_by_the_operator(
     assert alice.hospital_retry(handle.flow_id) is True
     net.run_network()
     assert [f.status for f in alice.flows()] == [FlowStatus.HOSPITALIZED], "still broken"
+    history = alice.hospital_show(handle.flow_id)
+    assert [(a.staff, a.outcome) for a in history] == [("sedation", "observe")] * 2
+    assert history[0].causes == (
+        "parley.protocol.errors.HospitalizeFlowException: the rate table is missing",
+    )
     monkeypatch.setitem(BROKEN, "now", False)
     assert alice.hospital_retry(handle.flow_id) is True
     assert handle.result() == "fixed"
     assert alice.hospital_retry(handle.flow_id) is False  # finished: nothing to retry
+    assert alice.hospital_show(handle.flow_id) == []  # the records went with the flow
 
 
 def test_only_a_flow_kept_for_observation_can_be_retried(alice: MockNode, net: MockNetwork) -> None:

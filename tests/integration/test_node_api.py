@@ -204,7 +204,17 @@ def test_an_operator_retries_a_flow_kept_for_observation_without_a_restart(
             10,
             "the flow to be kept for observation",
         )
+        (first,) = node.hospital_show(handle.flow_id)
+        assert (first.staff, first.outcome) == ("sedation", "observe")
+    with Node(config(tmp_path, nats_server)) as node:  # records survive a restart
+        wait_for(
+            lambda: len(node.hospital_show(handle.flow_id)) == 2,
+            10,
+            "the flow to be admitted again after the restart",
+        )
+        assert [a.flow_id for a in node.hospital_list()] == [handle.flow_id]
         monkeypatch.setattr(Waits, "call", _fixed_call)
+        handle = node.flow_handle(handle.flow_id) or handle
         assert node.hospital_retry(handle.flow_id) is True
         assert handle.result(10) == "fixed"
         assert node.hospital_retry(handle.flow_id) is False

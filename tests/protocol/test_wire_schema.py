@@ -56,6 +56,7 @@ from parley.protocol.messages import (
     decode_envelopes,
     encode_batch,
     encode_envelope,
+    is_node_name,
 )
 from parley.testing import MockNetwork, MockNode
 from parley.testing.mock import MockFlowHandle
@@ -205,7 +206,12 @@ def test_every_type_the_codec_encodes_is_a_value_of_the_schema() -> None:
 def test_the_limits_and_names_are_the_codes() -> None:
     assert f"[1*{MAX_BATCH} encoded-envelope]" in schema.text
     (node_name,) = re.findall(r'^node-name = tstr \.regexp "([^"]*)"', schema.text, re.MULTILINE)
-    assert f"^{node_name}$" == NODE_NAME.pattern
+    assert node_name == NODE_NAME.pattern
+
+
+def test_a_node_name_with_a_trailing_newline_is_refused() -> None:
+    assert not is_node_name("alice\n")
+    assert is_node_name("alice")
 
 
 # --------------------------------------------------------------------------------------------

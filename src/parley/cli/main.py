@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from parley.cli.network import OPERATOR_PUBLIC_FILE, check_name, fail, hint, network_app
+from parley.cli.wire import wire_app
 
 if TYPE_CHECKING:
     from parley.node import NodeConfig
@@ -27,6 +28,7 @@ app = typer.Typer(
 node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(network_app, name="network")
+app.add_typer(wire_app, name="wire")
 
 #: Keys a ``parley.toml`` may set under ``[node]`` (the same names as the flags).
 CONFIG_KEYS = {

@@ -30,7 +30,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -49,6 +49,7 @@ from parley.protocol.events import (
     RetryFromCheckpoint,
     StartErrorPropagation,
 )
+from parley.protocol.records import PutAdmission
 from parley.protocol.state import FlowState
 from parley.store import classify_sqlite_error
 
@@ -88,6 +89,8 @@ class Diagnosis:
     outcome: Outcome
     #: Seconds to wait before the retry.
     delay: float = 0.0
+    #: How many times this staff member retried the flow at this suspension point before.
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,47 @@ class Admission:
     traceback: str
     staff: str
     outcome: Outcome
+    #: ``"module.Type: message"`` of each exception in the error's cause chain, newest first.
+    causes: tuple[str, ...] = ()
+    #: How many times this staff member retried the flow at this suspension point before.
+    attempt: int = 0
+    #: Seconds until the retry (0: immediate, or no retry).
+    retry_in: float = 0.0
+
+    def to_record(self) -> PutAdmission:
+        """The admission as the store keeps it."""
+        return PutAdmission(
+            flow_id=self.flow_id,
+            admitted_at=self.time.timestamp(),
+            flow_class=self.flow_class,
+            suspends=self.suspends,
+            error_type=self.error_type,
+            message=self.message,
+            traceback=self.traceback,
+            causes=self.causes,
+            staff=self.staff,
+            outcome=self.outcome.value,
+            attempt=self.attempt,
+            retry_in=self.retry_in,
+        )
+
+    @classmethod
+    def from_record(cls, record: PutAdmission) -> Admission:
+        """An admission read back from the store."""
+        return cls(
+            time=datetime.fromtimestamp(record.admitted_at, UTC),
+            flow_id=record.flow_id,
+            flow_class=record.flow_class,
+            suspends=record.suspends,
+            error_type=record.error_type,
+            message=record.message,
+            traceback=record.traceback,
+            staff=record.staff,
+            outcome=Outcome(record.outcome),
+            causes=record.causes,
+            attempt=record.attempt,
+            retry_in=record.retry_in,
+        )
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -166,6 +210,10 @@ def _level(diagnosis: Diagnosis, error: BaseException) -> int:
     return logging.INFO
 
 
+def _type_of(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
 def _anywhere(chain: Sequence[BaseException], *kinds: type[BaseException]) -> bool:
     return any(isinstance(e, kinds) for e in chain)
 
@@ -179,6 +227,8 @@ class Hospital:
         random: Returns the jitter of the locked staff's :func:`backoff`, in ``[0, 1)``; inject a
             seeded source for deterministic runs. Defaults to a constant 0.5.
         max_records: How many :class:`Admission` records :attr:`records` keeps.
+        keep: Called with every admission as the store keeps it (a node persists them, so that
+            they survive restarts and operators can read a flow's history).
     """
 
     def __init__(
@@ -187,8 +237,10 @@ class Hospital:
         max_retries: int = 3,
         random: Callable[[], float] | None = None,
         max_records: int = 10_000,
+        keep: Callable[[PutAdmission], None] | None = None,
     ) -> None:
         self.max_retries = max_retries
+        self._keep = keep
         self._random = random or (lambda: 0.5)
         self._retries: dict[tuple[str, int, str], int] = {}
         #: The most recent admissions (older ones are dropped: the log has them all).
@@ -230,19 +282,26 @@ class Hospital:
             diagnosis.staff,
             extra={"flow_id": state.flow_id},  # the hospital runs on its own thread
         )
-        self.records.append(
-            Admission(
-                time=now,
-                flow_id=state.flow_id,
-                flow_class=state.flow_class,
-                suspends=state.suspends,
-                error_type=f"{type(error).__module__}.{type(error).__qualname__}",
-                message=str(error),
-                traceback="".join(traceback.format_exception(error)),
-                staff=diagnosis.staff,
-                outcome=diagnosis.outcome,
-            )
+        admission = Admission(
+            time=now,
+            flow_id=state.flow_id,
+            flow_class=state.flow_class,
+            suspends=state.suspends,
+            error_type=_type_of(error),
+            message=str(error),
+            traceback="".join(traceback.format_exception(error)),
+            staff=diagnosis.staff,
+            outcome=diagnosis.outcome,
+            causes=tuple(f"{_type_of(e)}: {e}" for e in causes(error)),
+            attempt=diagnosis.attempt,
+            retry_in=diagnosis.delay if diagnosis.outcome is Outcome.RETRY else 0.0,
         )
+        self.records.append(admission)
+        if self._keep is not None:
+            try:
+                self._keep(admission.to_record())
+            except Exception:
+                log.exception("keeping the admission of flow %s failed", state.flow_id)
         event: Event
         match diagnosis.outcome:
             case Outcome.RETRY:
@@ -285,15 +344,18 @@ class Hospital:
         kinds = {classify_sqlite_error(e) for e in chain}
         if "locked" in kinds:
             attempt = self._count(state, "locked")
-            return Diagnosis("locked", Outcome.RETRY, backoff(attempt, self._random()))
+            delay = backoff(attempt, self._random())
+            return Diagnosis("locked", Outcome.RETRY, delay, attempt)
         if "constraint" in kinds:
-            if self._count(state, "constraint") < self.max_retries:
-                return Diagnosis("constraint", Outcome.RETRY)
-            return Diagnosis("constraint", Outcome.PROPAGATE)
+            attempt = self._count(state, "constraint")
+            if attempt < self.max_retries:
+                return Diagnosis("constraint", Outcome.RETRY, attempt=attempt)
+            return Diagnosis("constraint", Outcome.PROPAGATE, attempt=attempt)
         if _anywhere(chain, StateTransitionError):
-            if self._count(state, "transition") < self.max_retries:
-                return Diagnosis("transition", Outcome.RETRY)
-            return Diagnosis("transition", Outcome.OBSERVE)
+            attempt = self._count(state, "transition")
+            if attempt < self.max_retries:
+                return Diagnosis("transition", Outcome.RETRY, attempt=attempt)
+            return Diagnosis("transition", Outcome.OBSERVE, attempt=attempt)
         return Diagnosis("general", Outcome.PROPAGATE)
 
     def _count(self, state: FlowState, staff: str) -> int:

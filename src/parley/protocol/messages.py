@@ -26,7 +26,7 @@ WIRE_VERSION = 1
 
 #: The rule for node names: 1-128 characters from ``A-Z a-z 0-9 _ -``, so that a name is always
 #: one token of a NATS subject and a valid part of a JetStream stream name.
-NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # always used with fullmatch ("$" passes "\n")
 
 
 #: Names already found valid (bounded: a cache, not a registry).
@@ -37,7 +37,7 @@ def is_node_name(name: object) -> bool:
     """Whether ``name`` is a valid node name (see :data:`NODE_NAME`)."""
     if name in _VALID_NAMES:
         return True
-    if not isinstance(name, str) or NODE_NAME.match(name) is None:
+    if not isinstance(name, str) or NODE_NAME.fullmatch(name) is None:
         return False
     if len(_VALID_NAMES) < 10_000:
         _VALID_NAMES.add(name)

@@ -104,6 +104,28 @@ class PutFlowResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PutAdmission:
+    """Keep one hospital admission of a flow (for operators), until the flow is deleted."""
+
+    flow_id: str
+    #: Unix time of the admission.
+    admitted_at: float
+    flow_class: str
+    suspends: int
+    error_type: str
+    message: str
+    traceback: str
+    #: ``"module.Type: message"`` of each exception in the error's cause chain, newest first.
+    causes: tuple[str, ...]
+    staff: str
+    outcome: str
+    #: How many times this staff member retried the flow at this suspension point before.
+    attempt: int
+    #: Seconds until the retry (0 for an immediate one, or for no retry).
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
 class PutSignal:
     """Store a signal for a flow (``FlowLogic.wait_for_signal``) until the flow consumes it."""
 
@@ -140,6 +162,7 @@ StoreOp = (
     | PutFlowResult
     | PutMapEntry
     | PutSignal
+    | PutAdmission
     | FlowWrite
 )
 
@@ -148,6 +171,7 @@ __all__ = [
     "DeleteFlow",
     "FlowStatus",
     "FlowWrite",
+    "PutAdmission",
     "PutCheckpoint",
     "PutFlowResult",
     "PutFlowStart",

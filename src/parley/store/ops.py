@@ -7,6 +7,7 @@ store calls it before it opens a transaction. :func:`apply_op` runs inside the c
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import assert_never
@@ -15,6 +16,7 @@ from parley.protocol.records import (
     MAX_CLIENT_ID,
     DeleteFlow,
     FlowWrite,
+    PutAdmission,
     PutCheckpoint,
     PutFlowResult,
     PutFlowStart,
@@ -80,6 +82,24 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
             )
         case PutFlowResult():
             _put_flow_result(conn, op, now)
+        case PutAdmission():
+            conn.execute(
+                schema.INSERT_ADMISSION,
+                (
+                    op.flow_id,
+                    op.admitted_at,
+                    op.flow_class,
+                    op.suspends,
+                    op.error_type,
+                    op.message,
+                    op.traceback,
+                    json.dumps(list(op.causes)),
+                    op.staff,
+                    op.outcome,
+                    op.attempt,
+                    op.retry_in,
+                ),
+            )
         case PutSignal():
             conn.execute(schema.INSERT_SIGNAL, (op.flow_id, op.name, op.payload, now, op.flow_id))
         case PutMapEntry():

@@ -20,6 +20,9 @@ Tables (all ``STRICT``, so SQLite refuses a value of the wrong type):
     The node's copy of the network map: each node's operator-signed entry, newest serial only.
 ``flow_signal``
     Signals sent to running flows, oldest first, until the flow consumes them.
+``hospital_admission``
+    Every hospital admission of every stored flow (error, cause chain, staff, outcome, attempt),
+    deleted with the flow.
 
 ``flow_header`` and ``journal`` reference ``flow_start`` through *deferred* foreign keys: a
 checkpoint of an unknown flow fails at ``COMMIT``, whatever the order of the operations inside the
@@ -135,8 +138,9 @@ ALTER TABLE flow_result ADD COLUMN args BLOB;
 """
 
 # v3: the node's copy of the network map (operator-signed entries, newest serial per node), so
-# that a node can start while the map's bucket is out of reach; and signals sent to flows, kept
-# until the flow consumes them (deleted with the checkpoint that records it, or with the flow).
+# that a node can start while the map's bucket is out of reach; signals sent to flows, kept until
+# the flow consumes them (deleted with the checkpoint that records it, or with the flow); and the
+# hospital's admissions of each flow, kept while the flow lives.
 _V3 = """
 CREATE TABLE network_map (
     name TEXT PRIMARY KEY,
@@ -154,6 +158,24 @@ CREATE TABLE flow_signal (
 ) STRICT;
 
 CREATE INDEX flow_signal_by_flow ON flow_signal (flow_id, name, seq);
+
+CREATE TABLE hospital_admission (
+    seq INTEGER PRIMARY KEY,
+    flow_id TEXT NOT NULL,
+    admitted_at REAL NOT NULL,
+    flow_class TEXT NOT NULL,
+    suspends INTEGER NOT NULL,
+    error_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    causes TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    retry_in REAL NOT NULL
+) STRICT;
+
+CREATE INDEX hospital_admission_by_flow ON hospital_admission (flow_id, seq);
 """
 
 #: Core migrations, in order. ``PRAGMA user_version`` holds how many were applied.
@@ -189,6 +211,7 @@ INSERT_JOURNAL = "INSERT INTO journal (flow_id, idx, entry) VALUES (?, ?, ?)"
 UPDATE_STATUS = "UPDATE flow_header SET status = ?, updated_at = ? WHERE flow_id = ?"
 
 DELETE_FLOW = (
+    "DELETE FROM hospital_admission WHERE flow_id = ?",
     "DELETE FROM flow_signal WHERE flow_id = ?",
     "DELETE FROM journal WHERE flow_id = ?",
     "DELETE FROM flow_header WHERE flow_id = ?",
@@ -214,6 +237,13 @@ INSERT_APP_MIGRATION = "INSERT INTO app_migrations (app, idx, applied_at) VALUES
 INSERT_SIGNAL = """
 INSERT INTO flow_signal (flow_id, name, payload, created_at)
 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flow_start WHERE flow_id = ?)
+"""
+
+INSERT_ADMISSION = """
+INSERT INTO hospital_admission (
+    flow_id, admitted_at, flow_class, suspends, error_type, message, traceback, causes, staff,
+    outcome, attempt, retry_in
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # An older serial never replaces a newer one (entries may arrive in any order).
@@ -292,6 +322,13 @@ LIMIT :limit
 SELECT_APPLIED_APP_MIGRATIONS = "SELECT idx FROM app_migrations WHERE app = ?"
 
 SELECT_MAP_ENTRIES = "SELECT entry FROM network_map ORDER BY name"
+
+# Columns in PutAdmission's order (flow_id first); all of one flow, or every flow's, oldest first.
+SELECT_ADMISSIONS = """
+SELECT flow_id, admitted_at, flow_class, suspends, error_type, message, traceback, causes, staff,
+       outcome, attempt, retry_in
+FROM hospital_admission WHERE :flow_id IS NULL OR flow_id = :flow_id ORDER BY seq
+"""
 
 SELECT_NEXT_SIGNAL = """
 SELECT seq, payload FROM flow_signal WHERE flow_id = ? AND name = ? ORDER BY seq LIMIT 1

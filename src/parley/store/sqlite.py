@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Self
 
-from parley.protocol.records import FlowStatus, StartKind, StoreOp
+from parley.protocol.records import FlowStatus, PutAdmission, StartKind, StoreOp
 from parley.store import migrations, schema
 from parley.store.connection import (
     SQLITE_READONLY,
@@ -224,6 +225,27 @@ class SqliteStore:
             pending_request=pending,
             progress_step=step,
         )
+
+    def admissions(self, flow_id: str | None = None) -> list[PutAdmission]:
+        """The hospital's stored admissions of ``flow_id`` (or of every flow), oldest first."""
+        rows = self._conn.execute(schema.SELECT_ADMISSIONS, {"flow_id": flow_id})
+        return [
+            PutAdmission(
+                flow_id=row[0],
+                admitted_at=row[1],
+                flow_class=row[2],
+                suspends=row[3],
+                error_type=row[4],
+                message=row[5],
+                traceback=row[6],
+                causes=tuple(json.loads(row[7])),
+                staff=row[8],
+                outcome=row[9],
+                attempt=row[10],
+                retry_in=row[11],
+            )
+            for row in rows
+        ]
 
     def next_signal(self, flow_id: str, name: str) -> tuple[int, bytes] | None:
         """The oldest stored signal ``name`` of the flow: ``(its row id, payload)``, or None."""

@@ -43,7 +43,7 @@ from parley.identity.service import NodeIdentity
 from parley.protocol import codec
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
-from parley.protocol.records import FlowStatus, StoreOp
+from parley.protocol.records import FlowStatus, PutAdmission, StoreOp
 from parley.store import FlowSummary, SqliteStore
 
 T = TypeVar("T")
@@ -217,10 +217,17 @@ class MockNode:
         #: External operations waiting for :meth:`release_operations` (``None``: not holding).
         self.held_operations: list[Callable[[], None]] | None = None
         #: The node's flow hospital (kept across restarts so tests can read every admission).
-        self.hospital = Hospital(random=self.rng.random)
+        self.hospital = Hospital(random=self.rng.random, keep=self._keep_admission)
         self.runtime = self._new_runtime()
         if path is not None:  # a database written earlier: its flows carry on
             self.runtime.restore_flows(self.store.runnable_flow_ids())
+
+    def _keep_admission(self, record: PutAdmission) -> None:
+        self.store.commit((record,))
+
+    def hospital_show(self, flow_id: str) -> list[Admission]:
+        """Every stored admission of ``flow_id``, oldest first (see ``Node.hospital_show``)."""
+        return [Admission.from_record(r) for r in self.store.admissions(flow_id)]
 
     def _new_runtime(self) -> FlowRuntime:
         runtime = FlowRuntime(
