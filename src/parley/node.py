@@ -25,9 +25,14 @@ keeps every checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -126,6 +131,8 @@ class NodeConfig:
     #: TLS to NATS: a client certificate and its key, for servers that verify clients.
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+    #: Seconds between heartbeats in ``data_dir/health.json`` (``parley node health``).
+    health_interval: float = 5.0
     #: Responder registry to use instead of the one built from ``apps`` (tests).
     registry: FlowRegistry | None = field(default=None, repr=False)
 
@@ -135,6 +142,8 @@ class NodeConfig:
             raise ValueError("workers must be >= 1")
         if self.max_live_flows < self.workers:
             raise ValueError("max_live_flows must be at least the number of workers")
+        if not self.health_interval > 0:
+            raise ValueError("health_interval must be > 0")
 
 
 class NodeError(ParleyError):
@@ -182,6 +191,7 @@ class Node:
         self._restored = False
         self._accepting = False
         self.running = False
+        self._heartbeat: _Heartbeat | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Self:
@@ -190,6 +200,7 @@ class Node:
             raise NodeError(f"node {self.config.name} is already running")
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._heartbeat = _Heartbeat(self)  # "starting" until start() returns
         if config.configure_logging:
             install_logging()
         try:
@@ -199,6 +210,7 @@ class Node:
             raise
         self.running = True
         self._accepting = True
+        self._heartbeat.start()
         log.info("node %s running on %s", config.name, self.url)
         return self
 
@@ -425,6 +437,9 @@ class Node:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: no new flows; queued work finishes; every checkpoint stays."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
         self._accepting = False
         self._restored = False  # hold (never ack) whatever still arrives
         self._router = None
@@ -615,4 +630,107 @@ class Node:
         return f"<Node {self.config.name} {'running' if self.running else 'stopped'}>"
 
 
-__all__ = ["Node", "NodeConfig", "NodeError"]
+#: The file in a node's data dir that says whether it runs and is healthy (``parley node health``).
+HEALTH_FILE = "health.json"
+
+
+class _Heartbeat:
+    """Every ``health_interval`` seconds, asks the node's own parts to answer and writes what they
+    said to ``data_dir/health.json`` (atomically): the FlowManager and every FlowWorker (a stats
+    request through their mailboxes), the Persistence actor, and NATS (a ping on the messaging
+    thread's connection, answered by the server). A part that does not answer within the interval
+    is named in ``problems``; a record older than ``stale_after`` means that the node is stuck or
+    gone. ``parley node health`` (``parley.cli.health``) reads the file.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.interval = node.config.health_interval
+        self.path = node.config.data_dir / HEALTH_FILE
+        self.since = time.time()
+        self.done = threading.Event()
+        self.lock = threading.Lock()  # nothing is written after "stopped"
+        self.write("starting", [], {})
+
+    def start(self) -> None:
+        self.beat()  # the first one before the node's start() returns
+        name = f"parley-health-{self.node.config.name}"
+        threading.Thread(target=self.run, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.write("stopped", [], {}, last=True)
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        node, timeout = self.node, self.interval
+        problems: list[str] = []
+        stats: dict[str, int] = {}
+        try:
+            stats = node.stats(timeout)
+        except Exception as exc:
+            problems.append(_no_answer("the flow workers", timeout, exc))
+        try:
+            node.commit_stats(timeout)
+        except Exception as exc:
+            problems.append(_no_answer("the persistence actor", timeout, exc))
+        bridge, nats = node._bridge, node.nats
+        if nats is not None and not nats.running:
+            problems.append(f"the embedded nats-server exited (its log: {nats.log_file})")
+        elif bridge is None or bridge._loop is None or not bridge.running:
+            problems.append("the NATS connection is not running")
+        else:
+            try:  # a PING that the server answers, sent by the thread that owns the connection
+                ping = asyncio.run_coroutine_threadsafe(_ping(bridge._nc, timeout), bridge._loop)
+                if not ping.result(timeout + 1.0):
+                    problems.append(f"not connected to NATS at {node.url} (reconnecting)")
+            except Exception as exc:
+                problems.append(_no_answer(f"NATS at {node.url}", timeout, exc))
+        self.write("running", problems, stats)
+
+    def write(
+        self, state: str, problems: list[str], stats: dict[str, int], last: bool = False
+    ) -> None:
+        record = {
+            "node": self.node.config.name,
+            "state": state,  # starting, running, stopped
+            "healthy": state == "running" and not problems,
+            "problems": problems,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": self.since,
+            "time": time.time(),
+            "interval": self.interval,
+            "stale_after": 3 * self.interval,
+            "nats": self.node.url,
+            "stats": stats,
+        }
+        with self.lock:
+            if self.done.is_set() and not last:
+                return
+            temporary = self.path.with_name(f".{HEALTH_FILE}.tmp")
+            try:
+                temporary.write_text(json.dumps(record, indent=1) + "\n")
+                temporary.replace(self.path)
+            except OSError as exc:
+                log.warning("could not write the heartbeat %s: %s", self.path, exc)
+
+
+async def _ping(nc: Any, timeout: float) -> bool:
+    """Whether the NATS server answers a PING (a client that is reconnecting does not send one)."""
+    if not nc.is_connected:
+        return False
+    await nc.flush(timeout)
+    return True
+
+
+def _no_answer(what: str, timeout: float, exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"{what} did not answer within {timeout:g} s"
+    return f"{what} failed: {exc!r}"
+
+
+__all__ = ["HEALTH_FILE", "Node", "NodeConfig", "NodeError"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from parley.cli.health import node_health
 from parley.cli.network import OPERATOR_PUBLIC_FILE, check_name, fail, hint, network_app
 from parley.cli.wire import wire_app
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+node_app.command("health")(node_health)
 app.add_typer(network_app, name="network")
 app.add_typer(wire_app, name="wire")
 
