@@ -28,10 +28,11 @@ LAYERS: dict[str, set[str]] = {
     "engine": {"flows", "store", "protocol"},
     "transport": {"engine", "identity", "protocol"},
     "actors": {"engine", "flows", "store", "protocol"},
-    "node": {"actors", "transport", "engine", "identity", "flows", "store", "protocol"},
+    "rpc": {"transport", "engine", "flows", "store", "protocol"},
+    "node": {"actors", "rpc", "transport", "engine", "identity", "flows", "store", "protocol"},
     "testing": {"transport", "engine", "identity", "flows", "store", "protocol"},
     "apps": {"parley"},
-    "cli": {"node", "transport", "engine", "identity", "flows", "protocol"},
+    "cli": {"node", "rpc", "transport", "engine", "identity", "flows", "protocol"},
 }
 #: Libraries a part must not import at all.
 FORBIDDEN: dict[str, set[str]] = {
@@ -51,6 +52,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "engine": {"pykka", "nats", "sqlite3"},
     "store": {"pykka", "nats"},
     "transport": {"pykka", "sqlite3"},
+    "rpc": {"pykka", "sqlite3"},
     "actors": {"nats", "sqlite3"},
     "testing": {"pykka"},
 }

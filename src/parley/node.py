@@ -76,6 +76,8 @@ from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry
+from parley.rpc.service import RpcService
+from parley.rpc.users import RpcUser
 from parley.store import FlowSummary, SqliteStore
 from parley.transport.bridge import NatsBridge
 from parley.transport.mapsync import MapSync
@@ -131,6 +133,10 @@ class NodeConfig:
     #: TLS to NATS: a client certificate and its key, for servers that verify clients.
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+    #: Serve the RPC service on ``parley.rpc.<name>.*`` (``docs/rpc.md``).
+    rpc: bool = True
+    #: Who may use it: hashed passwords and permissions (``[[users]]`` in ``parley.toml``).
+    rpc_users: Sequence[RpcUser] = ()
     #: Seconds between heartbeats in ``data_dir/health.json`` (``parley node health``).
     health_interval: float = 5.0
     #: Responder registry to use instead of the one built from ``apps`` (tests).
@@ -188,6 +194,9 @@ class Node:
         self._map_sync: MapSync | None = None
         self._held: list[tuple[bytes, Any]] = []
         self._held_lock = threading.Lock()
+        self._nats_options: dict[str, Any] = {}
+        #: The RPC service, while the node runs with ``rpc``.
+        self.rpc: RpcService | None = None
         self._restored = False
         self._accepting = False
         self.running = False
@@ -211,6 +220,20 @@ class Node:
         self.running = True
         self._accepting = True
         self._heartbeat.start()
+        if config.rpc:
+            try:
+                assert self.url is not None
+                self.rpc = RpcService(
+                    self,
+                    config.name,
+                    self.url,
+                    config.rpc_users,
+                    connect_options=self._nats_options,
+                    connect_timeout=config.connect_timeout,
+                ).start()
+            except BaseException:
+                self.stop()
+                raise
         log.info("node %s running on %s", config.name, self.url)
         return self
 
@@ -239,6 +262,7 @@ class Node:
             config.operation_threads, thread_name_prefix=f"parley-ops-{config.name}"
         )
         connect_options = self._connect_options(config, identity)
+        self._nats_options = connect_options
         network_map = self._network_map(config) if config.operator_key is not None else None
         if network_map is None:
             log.warning(
@@ -437,6 +461,9 @@ class Node:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: no new flows; queued work finishes; every checkpoint stays."""
+        if self.rpc is not None:  # first: requests still waiting are answered "unavailable"
+            self.rpc.stop()
+            self.rpc = None
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
             heartbeat.stop()

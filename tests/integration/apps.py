@@ -10,15 +10,22 @@ import asyncio
 import os
 import signal
 import threading
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 from parley import (
+    FlowException,
     FlowLogic,
     FlowSession,
     FlowUsageError,
     HospitalizeFlowException,
+    ProgressTracker,
+    Step,
     initiated_by,
     initiating_flow,
+    serializable,
     startable_by_rpc,
 )
 
@@ -162,3 +169,116 @@ class Approves(FlowLogic[str]):
         crash_once(self.marker)
         await self.sleep(0.01)
         return who
+
+
+# ---- for the RPC service's tests (tests/rpc, tests/cli/test_flow_cli.py) ----------------------
+
+
+@initiating_flow
+class Consult(FlowLogic[int]):
+    """A sub-flow with steps of its own: asks the peer for ``n + 1``."""
+
+    ASKING = Step("Asking the peer")
+    READING = Step("Reading the answer")
+    progress_tracker = ProgressTracker(ASKING, READING)
+
+    def __init__(self, peer: str, n: int) -> None:
+        self.peer, self.n = peer, n
+
+    async def call(self) -> int:
+        self.progress_tracker.current_step = self.ASKING
+        reply = await self.initiate_flow(self.peer).send_and_receive(int, self.n)
+        self.progress_tracker.current_step = self.READING
+        return reply.unwrap(int)
+
+
+@initiated_by(Consult)
+class Consulted(FlowLogic[None]):
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        n = (await self.session.receive(int)).unwrap(int)
+        await self.session.send(n + 1)
+
+
+@startable_by_rpc
+class Steps(FlowLogic[int]):
+    """Steps, one of them a sub-flow with steps of its own; may wait for an approval (a bool)."""
+
+    PREPARING = Step("Preparing")
+    CONSULTING = Step("Consulting the peer")
+    APPROVING = Step("Awaiting approval")
+    FINISHING = Step("Finishing")
+    progress_tracker = ProgressTracker(PREPARING, CONSULTING, APPROVING, FINISHING)
+
+    def __init__(self, peer: str, n: int = 1, approval: bool = False) -> None:
+        self.peer, self.n, self.approval = peer, n, approval
+
+    async def call(self) -> int:
+        self.progress_tracker.current_step = self.PREPARING
+        value = self.n
+        self.progress_tracker.current_step = self.CONSULTING
+        value = await self.sub_flow(Consult(self.peer, value))
+        if self.approval:
+            self.progress_tracker.current_step = self.APPROVING
+            if not await self.wait_for_signal("approve", bool):
+                raise FlowException("the approver said no")
+        self.progress_tracker.current_step = self.FINISHING
+        return value
+
+
+@serializable
+@dataclass(frozen=True)
+class Order:
+    """A @serializable argument: the command line takes it as a JSON object."""
+
+    item: str
+    quantity: int
+    price: Decimal
+
+
+@startable_by_rpc
+class Books(FlowLogic[str]):
+    """Takes every kind of argument the command line converts, and describes them."""
+
+    def __init__(self, order: Order, when: datetime, express: bool = False) -> None:
+        self.order, self.when, self.express = order, when, express
+
+    async def call(self) -> str:
+        total = self.order.price * self.order.quantity
+        return f"{self.order.item} x{self.order.quantity} = {total} on {self.when:%Y-%m-%d}" + (
+            " express" if self.express else ""
+        )
+
+
+@initiating_flow
+@startable_by_rpc
+class AwaitReply(FlowLogic[int]):
+    """Sends 1 to the peer and waits for its answer (the peer's Silent never gives one)."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    async def call(self) -> int:
+        return (await self.initiate_flow(self.peer).send_and_receive(int, 1)).unwrap(int)
+
+
+@initiated_by(AwaitReply)
+class Silent(FlowLogic[None]):
+    """Takes the number, then waits for a signal nobody sends (until it is killed)."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        (await self.session.receive(int)).unwrap(int)
+        await self.wait_for_signal("never", str)
+        await self.session.send(0)
+
+
+class NotForRpc(FlowLogic[int]):
+    """A flow without @startable_by_rpc: clients can't start it."""
+
+    async def call(self) -> int:
+        return 0

@@ -380,6 +380,29 @@ def test_a_node_serves_its_rpc_endpoints_and_answers_discovery(network: Network)
     asyncio.run(main())
 
 
+def test_a_node_publishes_its_own_rpc_feeds_and_not_another_nodes(network: Network) -> None:
+    async def main() -> None:
+        admin = await nats.connect(network.url, nkeys_seed_str=network.keys["admin"].seed)
+        received: asyncio.Queue[str] = asyncio.Queue()
+
+        async def collect(msg: Any) -> None:
+            await received.put(msg.subject)
+
+        await admin.subscribe("parley.feed.>", cb=collect)
+        await admin.flush()
+        alice = await node_client(network, "alice")
+        await alice.nc.publish("parley.feed.bob.f00d", b"forged progress")
+        await alice.refused("publish", "parley.feed.bob.f00d")
+        await alice.nc.publish("parley.feed.alice.f00d", b"progress")
+        await alice.nc.flush()
+        # The server handles alice's publishes in order: the refused one would have come first.
+        assert await asyncio.wait_for(received.get(), WAIT) == "parley.feed.alice.f00d"
+        await alice.close()
+        await admin.close()
+
+    asyncio.run(main())
+
+
 # ------------------------------------------------------------------------------------------
 # What the server refuses
 # ------------------------------------------------------------------------------------------
@@ -585,6 +608,7 @@ def test_a_node_is_granted_exactly_these_subjects() -> None:
             "$JS.API.DIRECT.GET.KV_PARLEY_MAP",
             "$JS.API.DIRECT.GET.KV_PARLEY_MAP.>",
             "$JS.FC.KV_PARLEY_MAP.>",
+            "parley.feed.alice.>",
         ],
         "subscribe": [
             "_INBOX_alice.>",

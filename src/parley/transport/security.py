@@ -6,7 +6,8 @@ Rules (``docs/nats-security.md`` explains them for operators):
   node's identity) and gets exactly the subjects :func:`node_permissions` lists: it publishes only
   as itself (``parley.p2p.*.<me>``), uses only its own stream and consumer through the JetStream
   API, reads (never writes) the network map's bucket, receives on its own inbox prefix and its
-  own RPC subjects, and answers requests only through ``allow_responses``. The operator's admin
+  own RPC subjects, publishes its RPC service's progress feeds (``parley.feed.<me>.>``), and
+  answers requests only through ``allow_responses``. The operator's admin
   tooling has an NKey user key of its own with every permission.
 * The subjects were read off ``nats-server -DV`` traces of the real code paths (nats-py 2.16,
   nats-server 2.15), not guessed: nats-py builds every reply subject (requests, JetStream API
@@ -55,6 +56,7 @@ from parley.transport.names import (
 )
 
 __all__ = [
+    "FEED_PREFIX",
     "NatsAuth",
     "NatsSecurityError",
     "ensure_node_stream",
@@ -69,6 +71,9 @@ __all__ = [
 _STREAM_NAME_IN_USE: Final = 10058
 #: A public NKey: 56 base32 characters (the checksum is checked as well).
 _PUBLIC_KEY: Final = re.compile(r"^[A-Z2-7]{56}$")
+#: Subjects a node's RPC service publishes progress and flow-list changes on:
+#: ``parley.feed.<node>.<flow id>`` and ``parley.feed.<node>.flows`` (``docs/rpc.md``).
+FEED_PREFIX: Final = "parley.feed"
 #: nats.micro's discovery verbs (``$SRV.<verb>[.<service>[.<id>]]``).
 _MICRO_VERBS: Final = ("PING", "INFO", "STATS")
 
@@ -140,6 +145,7 @@ def node_permissions(node: str) -> dict[str, list[str]]:
         f"{api}.DIRECT.GET.{kv}",  # get (bucket with direct get)
         f"{api}.DIRECT.GET.{kv}.>",
         f"$JS.FC.{kv}.>",  # flow control answers of the watch's consumer
+        f"{FEED_PREFIX}.{node}.>",  # its RPC service's progress and flow-list feeds
     ]
     subscribe = [
         f"{node_inbox_prefix(node)}.>",  # every reply to this node
