@@ -190,6 +190,8 @@ class Node:
         self._timers: TimerService | None = None
         self._operations: ThreadPoolExecutor | None = None
         self._router: SessionRouter | None = None
+        #: Why the node takes no new work (a full or failing disk), until an operator retries.
+        self._storage_fault: str | None = None
         self._map: NetworkMap | None = None
         self._map_sync: MapSync | None = None
         self._held: list[tuple[bytes, Any]] = []
@@ -254,7 +256,9 @@ class Node:
         self._persistence = persistence
         self._actors.append(persistence)
         persistence.ask("stats", timeout=30)  # its on_start migrated the database
-        hospital = HospitalActor.start(Hospital(keep=self._keep_admission))
+        hospital = HospitalActor.start(
+            Hospital(keep=self._keep_admission, on_storage_fault=self._storage_failed)
+        )
         self._actors.append(hospital)
         self._hospital = ActorHospital(hospital)
         self._timers = TimerService(f"parley-timers-{config.name}")
@@ -413,6 +417,17 @@ class Node:
                 with contextlib.suppress(pykka.ActorDeadError):
                     worker.tell(RevokePeer(entry.name, reason))
 
+    def _storage_failed(self, reason: str) -> None:
+        """The disk is full or failing: take no new work until an operator frees space."""
+        if self._storage_fault is None:
+            log.error(
+                "node %s: storage fault (%s): flows that hit it are kept for observation and no "
+                "new flows start; free space, then retry them (`parley hospital retry`)",
+                self.config.name,
+                reason,
+            )
+        self._storage_fault = reason
+
     def _keep_admission(self, record: PutAdmission) -> None:
         """The hospital's sink: every admission is stored (it survives restarts)."""
         persistence = self._persistence
@@ -528,6 +543,11 @@ class Node:
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
         if not self._accepting:
             raise NodeError(f"node {self.config.name} is stopping: it starts no new flows")
+        if self._storage_fault is not None:
+            raise NodeError(
+                f"node {self.config.name} starts no new flows: its storage failed "
+                f"({self._storage_fault}); free space, then retry the flows kept for observation"
+            )
         # Straight to the flow's worker (no hop through the FlowManager on this hot path).
         flow_id = client_flow_id(client_id) if client_id is not None else uuid.uuid4().hex
         worker = self._workers[shard_of(flow_id, len(self._workers))]
@@ -595,6 +615,9 @@ class Node:
         Returns False if the flow is not kept for observation (unknown, running, finished).
         """
         self._require()
+        if self._storage_fault is not None:
+            log.info("node %s: an operator retries flows: taking new work again", self.config.name)
+            self._storage_fault = None
         reply: Future[bool] = Future()
         self._workers[shard_of(flow_id, len(self._workers))].tell(RetryFlow(flow_id, reply))
         return reply.result(timeout)

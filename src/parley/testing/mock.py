@@ -127,6 +127,38 @@ class MockFlowHandle(Generic[T]):
         return f"<MockFlowHandle {self.flow_id} on {self.node.name}>"
 
 
+class Faults:
+    """Fault injection for a mock node: make its next commits or publishes fail.
+
+    ``node.faults.fail("commit", sqlite3.OperationalError("database or disk is full"))`` makes
+    the node's next commit fail with that error (``times`` of them, after ``skip`` successful
+    ones); ``"publish"`` does the same for what it sends. A test seam of the mock node's ports:
+    the engine it drives is the one a real node runs.
+    """
+
+    def __init__(self) -> None:
+        self._planned: dict[str, list[tuple[int, BaseException]]] = {}
+
+    def fail(self, what: str, error: BaseException, *, times: int = 1, skip: int = 0) -> None:
+        if what not in ("commit", "publish"):
+            raise ValueError(f"faults are injected into 'commit' or 'publish', not {what!r}")
+        self._planned.setdefault(what, []).append((skip, error))
+        for _ in range(times - 1):
+            self._planned[what].append((0, error))
+
+    def next(self, what: str) -> BaseException | None:
+        """The error the next ``what`` must fail with (``None``: it succeeds)."""
+        planned = self._planned.get(what)
+        if not planned:
+            return None
+        skip, error = planned[0]
+        if skip > 0:
+            planned[0] = (skip - 1, error)
+            return None
+        planned.pop(0)
+        return error
+
+
 class _Ports:
     """The runtime's ports, as a mock node implements them (synchronously, pumped)."""
 
@@ -137,18 +169,21 @@ class _Ports:
     def commit(
         self, ops: tuple[StoreOp, ...], done: Callable[[BaseException | None], None]
     ) -> None:
-        error: BaseException | None = None
-        try:
-            self.node.store.commit(ops)
-        except Exception as exc:
-            error = exc
+        error: BaseException | None = self.node.faults.next("commit")
+        if error is None:
+            try:
+                self.node.store.commit(ops)
+            except Exception as exc:
+                error = exc
         done(error)
 
     def send(
         self, envelopes: tuple[Envelope, ...], done: Callable[[BaseException | None], None]
     ) -> None:
-        self.node.network._publish(envelopes)
-        done(None)
+        error = self.node.faults.next("publish")
+        if error is None:
+            self.node.network._publish(envelopes)
+        done(error)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
         for delivery in deliveries:
@@ -216,6 +251,8 @@ class MockNode:
         self.generation = 0
         #: External operations waiting for :meth:`release_operations` (``None``: not holding).
         self.held_operations: list[Callable[[], None]] | None = None
+        #: Faults to inject into the node's commits and publishes (see :class:`Faults`).
+        self.faults = Faults()
         #: The node's flow hospital (kept across restarts so tests can read every admission).
         self.hospital = Hospital(random=self.rng.random, keep=self._keep_admission)
         self.runtime = self._new_runtime()
