@@ -17,6 +17,7 @@ from parley.protocol.errors import (
     HospitalizeFlowException,
     NonDeterministicFlowError,
     StateTransitionError,
+    TransientError,
     UnexpectedFlowEndException,
 )
 from parley.protocol.events import (
@@ -127,7 +128,11 @@ STAFF_CASES: list[tuple[str, Callable[[], BaseException], str, Outcome]] = [
     ("value-error", lambda: ValueError("bad amount"), "general", PROPAGATE),
     ("flow-exception", lambda: FlowException("insufficient funds"), "general", PROPAGATE),
     ("peer-ended", lambda: UnexpectedFlowEndException("bob ended"), "general", PROPAGATE),
-    ("other-sqlite", lambda: sqlite3.OperationalError("disk I/O error"), "general", PROPAGATE),
+    ("disk-io", lambda: sqlite3.OperationalError("disk I/O error"), "storage", OBSERVE),
+    ("disk-full", lambda: sqlite3.OperationalError("database or disk is full"), "storage", OBSERVE),
+    ("no-space", lambda: OSError(28, "No space left on device"), "storage", OBSERVE),
+    ("other-sqlite", lambda: sqlite3.OperationalError("no such table: t"), "general", PROPAGATE),
+    ("messaging", lambda: TransientError("publish not acknowledged"), "messaging", RETRY),
 ]
 
 
@@ -558,7 +563,8 @@ def test_other_staff_members_do_not_draw_from_the_random_source() -> None:
     draw, drawn = recording([])
     hospital = Hospital(random=draw)
 
-    for make, _, _ in [case[1:] for case in STAFF_CASES if case[2] != "locked"]:
+    # "locked" and "messaging" retries are jittered (the first of them is immediate, though)
+    for make, _, _ in [case[1:] for case in STAFF_CASES if case[2] not in ("locked", "messaging")]:
         error = make()
         assert hospital.diagnose(errored(error), error).delay == 0.0
     assert drawn == []
@@ -707,3 +713,29 @@ def test_a_failing_keeper_does_not_stop_the_verdict() -> None:
     hospital = Hospital(keep=broken)
     event, _ = hospital.examine(errored(integrity_error()), NOW)
     assert isinstance(event, RetryFromCheckpoint)
+
+
+def test_messaging_errors_are_retried_three_times_with_backoff_then_observed() -> None:
+    hospital = Hospital(random=lambda: 1.0)
+    failure = StateTransitionError("publishing failed", "SendMessages")
+    error = caused_by(failure, TransientError("x"))
+    state = errored(error)
+    diagnoses = [hospital.diagnose(state, error) for _ in range(4)]
+    assert [(d.staff, d.outcome, d.delay) for d in diagnoses] == [
+        ("messaging", Outcome.RETRY, 0.0),
+        ("messaging", Outcome.RETRY, backoff(1, 1.0)),
+        ("messaging", Outcome.RETRY, backoff(2, 1.0)),
+        ("messaging", Outcome.OBSERVE, 0.0),
+    ]
+
+
+def test_a_full_disk_keeps_the_flow_for_observation_and_tells_the_node() -> None:
+    faults: list[str] = []
+    hospital = Hospital(on_storage_fault=faults.append)
+    error = caused_by(
+        StateTransitionError("commit failed", "PersistCheckpoint"),
+        sqlite3.OperationalError("database or disk is full"),
+    )
+    diagnosis = hospital.diagnose(errored(error), error)
+    assert (diagnosis.staff, diagnosis.outcome) == ("storage", Outcome.OBSERVE)
+    assert faults == ["StateTransitionError: commit failed"]

@@ -17,11 +17,12 @@ from parley.actors.worker import Call
 from parley.apps.pingpong import Ping
 from parley.engine.hospital import Outcome
 from parley.engine.outbox import Outgoing
-from parley.node import Node, NodeConfig
-from parley.protocol.records import FlowStatus
+from parley.node import Node, NodeConfig, NodeError
+from parley.protocol.records import FlowStatus, FlowWrite, StoreOp
+from parley.store import SqliteStore
 from parley.transport.natsserver import EmbeddedNatsServer
-from tests.integration.apps import Waits
-from tests.integration.nodes import wait_for
+from tests.integration.apps import Approves, Waits
+from tests.integration.nodes import rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,41 @@ def test_a_flow_whose_checkpoint_does_not_decode_can_be_killed(
             "the flow to be marked KILLED",
         )
         assert alice.kill_flow(flow_id) is False
+
+
+def test_a_full_disk_parks_the_flow_and_stops_new_starts_until_the_operator_retries(
+    tmp_path: Path, nats_server: EmbeddedNatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit = SqliteStore.commit_group
+
+    def full(
+        store: SqliteStore, batches: Sequence[Sequence[StoreOp]]
+    ) -> list[BaseException | None]:
+        """The node's group commit, as on a disk too full for the flow's app write."""
+        results: list[BaseException | None] = []
+        for ops in batches:
+            if any(isinstance(op, FlowWrite) and "effects" in op.sql for op in ops):
+                results.append(sqlite3.OperationalError("database or disk is full"))
+            else:
+                results.extend(real_commit(store, [ops]))
+        return results
+
+    with node(tmp_path, nats_server, "alice") as alice:
+        handle = alice.start_flow(Approves())
+        wait_for(lambda: alice.flows()[0].pending_request == "signal", 10, "the wait")
+        monkeypatch.setattr(SqliteStore, "commit_group", full)
+        alice.signal(handle.flow_id, "approve", "ivan")
+        wait_for(
+            lambda: [f.status for f in alice.flows()] == [FlowStatus.HOSPITALIZED],
+            10,
+            "the flow to be kept for observation",
+        )
+        (admission,) = alice.hospital_show(handle.flow_id)
+        assert (admission.staff, admission.outcome) == ("storage", "observe")
+        with pytest.raises(NodeError, match="storage failed"):
+            alice.start_flow(Waits(1))
+        monkeypatch.setattr(SqliteStore, "commit_group", real_commit)  # space was freed
+        assert alice.hospital_retry(handle.flow_id) is True
+        assert handle.result(10) == "ivan"
+        assert rows(alice.db_path, "SELECT side FROM effects") == [("approver",)]
+        assert alice.start_flow(Waits(0.01)).result(10) == "woke"

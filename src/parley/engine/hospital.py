@@ -17,7 +17,9 @@ NonDeterministicFlowError                 anywhere  keep for observation
 DeserializationError (undecodable state)  anywhere  keep for observation
 FlowTimeoutException (not Signal...)      itself    retry from the last checkpoint, unlimited
 SQLite "database is locked"               anywhere  retry, unlimited, with :func:`backoff`
+disk full, disk I/O error                 anywhere  keep for observation; the node is told
 SQLite constraint violation               anywhere  retry 3 times, then propagate
+TransientError (NATS down, no pub ack)    anywhere  retry 3 times with backoff, then observe
 StateTransitionError (commit, send, ...)  anywhere  retry 3 times, then keep for observation
 anything else                                       propagate: the flow fails, peers are told
 ========================================  ========  =========================================
@@ -42,6 +44,7 @@ from parley.protocol.errors import (
     NonDeterministicFlowError,
     SignalTimeoutException,
     StateTransitionError,
+    TransientError,
 )
 from parley.protocol.events import (
     Event,
@@ -84,7 +87,8 @@ class Diagnosis:
     """The verdict of one staff member on one admission."""
 
     #: The staff member who decided: ``"sedation"``, ``"determinism"``, ``"timeout"``,
-    #: ``"locked"``, ``"constraint"``, ``"transition"`` or ``"general"``.
+    #: ``"locked"``, ``"storage"``, ``"constraint"``, ``"messaging"``, ``"transition"`` or
+    #: ``"general"``.
     staff: str
     outcome: Outcome
     #: Seconds to wait before the retry.
@@ -229,6 +233,8 @@ class Hospital:
         max_records: How many :class:`Admission` records :attr:`records` keeps.
         keep: Called with every admission as the store keeps it (a node persists them, so that
             they survive restarts and operators can read a flow's history).
+        on_storage_fault: Called (with a description) when a flow is admitted because the disk
+            is full or failing: the node stops taking new work until an operator frees space.
     """
 
     def __init__(
@@ -238,9 +244,11 @@ class Hospital:
         random: Callable[[], float] | None = None,
         max_records: int = 10_000,
         keep: Callable[[PutAdmission], None] | None = None,
+        on_storage_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.max_retries = max_retries
         self._keep = keep
+        self._on_storage_fault = on_storage_fault
         self._random = random or (lambda: 0.5)
         self._retries: dict[tuple[str, int, str], int] = {}
         #: The most recent admissions (older ones are dropped: the log has them all).
@@ -346,11 +354,24 @@ class Hospital:
             attempt = self._count(state, "locked")
             delay = backoff(attempt, self._random())
             return Diagnosis("locked", Outcome.RETRY, delay, attempt)
+        if "storage" in kinds:
+            if self._on_storage_fault is not None:
+                try:
+                    self._on_storage_fault(f"{type(error).__name__}: {error}")
+                except Exception:
+                    log.exception("telling the node about a storage fault failed")
+            return Diagnosis("storage", Outcome.OBSERVE)
         if "constraint" in kinds:
             attempt = self._count(state, "constraint")
             if attempt < self.max_retries:
                 return Diagnosis("constraint", Outcome.RETRY, attempt=attempt)
             return Diagnosis("constraint", Outcome.PROPAGATE, attempt=attempt)
+        if _anywhere(chain, TransientError):
+            attempt = self._count(state, "messaging")
+            if attempt < self.max_retries:
+                delay = backoff(attempt, self._random())
+                return Diagnosis("messaging", Outcome.RETRY, delay, attempt)
+            return Diagnosis("messaging", Outcome.OBSERVE, attempt=attempt)
         if _anywhere(chain, StateTransitionError):
             attempt = self._count(state, "transition")
             if attempt < self.max_retries:

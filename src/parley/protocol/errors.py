@@ -171,6 +171,11 @@ class HospitalizeFlowException(ParleyError):
     """
 
 
+class TransientError(ParleyError):
+    """A failure of the infrastructure that may heal by itself (NATS not connected, a publish not
+    acknowledged in time): the hospital retries it a few times with a backoff."""
+
+
 class FlowTimeoutException(ParleyError):
     """The flow took longer than its timeout; the hospital retries it from its last checkpoint."""
 
@@ -351,6 +356,7 @@ __all__ = [
     "SerializationError",
     "SignalTimeoutException",
     "StateTransitionError",
+    "TransientError",
     "UnexpectedFlowEndException",
     "UnexpectedPayloadError",
     "UnknownPartyException",

@@ -8,6 +8,7 @@ retry; :func:`split_script` splits migration scripts into statements. The rest o
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +27,17 @@ _LOCKED_CODES = frozenset({5, 6})
 _LOCKED_MESSAGES = ("database is locked", "database table is locked", "database is busy")
 
 
-def classify_sqlite_error(exc: BaseException) -> Literal["locked", "constraint"] | None:
+def classify_sqlite_error(
+    exc: BaseException,
+) -> Literal["locked", "constraint", "storage"] | None:
     """Classify a failed write for the flow hospital.
 
     Returns ``"locked"`` if a "database is locked/busy" error appears anywhere in the exception's
     ``__cause__``/``__context__`` chain (another connection held the write lock: retrying later
     may succeed), ``"constraint"`` for an :class:`sqlite3.IntegrityError` there (the data broke a
-    constraint: retrying the same write will fail again), and ``None`` otherwise.
+    constraint: retrying the same write will fail again), ``"storage"`` for "database or disk is
+    full" and disk I/O errors (nothing works until an operator frees space or fixes the disk),
+    and ``None`` otherwise.
     """
     stack: list[BaseException] = [exc]
     seen: set[int] = set()
@@ -45,8 +50,29 @@ def classify_sqlite_error(exc: BaseException) -> Literal["locked", "constraint"]
             return "constraint"
         if isinstance(current, sqlite3.OperationalError) and _is_locked(current):
             return "locked"
+        if isinstance(current, sqlite3.OperationalError | sqlite3.DatabaseError | OSError) and (
+            _is_storage(current)
+        ):
+            return "storage"
         stack.extend(e for e in (current.__context__, current.__cause__) if e is not None)
     return None
+
+
+#: SQLite's primary result codes for a full disk or database and for I/O errors.
+_STORAGE_CODES = frozenset({13, 10})  # SQLITE_FULL, SQLITE_IOERR
+_STORAGE_MESSAGES = ("database or disk is full", "disk i/o error")
+#: errno values of a full or failing disk.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
+
+
+def _is_storage(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _STORAGE_ERRNOS
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _STORAGE_CODES:
+        return True
+    message = str(exc).lower()
+    return any(m in message for m in _STORAGE_MESSAGES)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
