@@ -247,6 +247,11 @@ class FlowDriver:
         assert isinstance(value, str)
         return value
 
+    def version(self, marker: str, newest: int) -> int:
+        value = self._record(f"version {marker}", lambda: newest)
+        assert isinstance(value, int)
+        return value
+
     def sign(self, data: bytes) -> bytes:
         value = self._record("sign", lambda: self.host.identity_service().sign(data))
         assert isinstance(value, bytes)

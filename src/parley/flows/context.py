@@ -48,6 +48,10 @@ class FlowContext(Protocol):
         """A random UUID (as a string), recorded."""
         ...
 
+    def version(self, marker: str, newest: int) -> int:
+        """The version recorded for ``marker`` (``newest`` the first time; recorded)."""
+        ...
+
     def sign(self, data: bytes) -> bytes:
         """The node's signature of ``data``, recorded."""
         ...

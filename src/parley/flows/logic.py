@@ -19,7 +19,7 @@ from parley.flows.marks import FLOW_CLASSES, frame_for
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.session import FlowSession, UntrustworthyData, check_for, checked
 from parley.protocol import codec
-from parley.protocol.errors import FlowUsageError, type_name
+from parley.protocol.errors import FlowUsageError, NonDeterministicFlowError, type_name
 from parley.protocol.requests import (
     AwaitSignal,
     Execute,
@@ -212,6 +212,45 @@ class FlowLogic(Generic[T]):
     def uuid(self) -> str:
         """A random UUID string. Recorded."""
         return self._context().uuid()
+
+    def version(self, marker: str, *, min: int = 1, max: int) -> int:
+        """Which version of the code at ``marker`` this flow runs (upgrades with flows in flight).
+
+        The first time a flow passes the marker, the newest version this code knows (``max``) is
+        recorded in its journal and returned; a flow restored later gets the version it recorded,
+        whatever the code says now. So a fix deployed while flows wait takes effect for new flows
+        only, and old ones finish on the path they started::
+
+            if self.version("fee-rule", max=2) >= 2:
+                fee = new_fee(amount)
+            else:
+                fee = old_fee(amount)
+
+        Args:
+            marker: names the point in the code (the same name, whatever else changes).
+            min: the oldest version this code still supports; raise it once no flow recorded
+                an older one (``parley flow check-replay`` tells).
+            max: the newest version.
+
+        Returns:
+            The version, between ``min`` and ``max``.
+
+        Raises:
+            NonDeterministicFlowError: the flow recorded a version outside ``min..max`` (the code
+                no longer supports the path it took: it is kept for observation).
+            FlowUsageError: a bad marker or range.
+        """
+        if not isinstance(marker, str) or not 0 < len(marker) <= 128:
+            raise FlowUsageError(f"a version marker is a string of 1-128 characters: {marker!r}")
+        if not (isinstance(min, int) and isinstance(max, int)) or not 0 <= min <= max:
+            raise FlowUsageError(f"a version range needs 0 <= min <= max, got {min}..{max}")
+        recorded = self._context().version(marker, max)
+        if not min <= recorded <= max:
+            raise NonDeterministicFlowError(
+                f"flow {self.flow_id} recorded version {recorded} at marker {marker!r}, but this "
+                f"code supports versions {min} to {max}"
+            )
+        return recorded
 
     async def sleep(self, seconds: float) -> None:
         """Sleep durably: the wake-up time survives restarts."""
