@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from parley.engine.foreign import awaitable_name, enter_flow_code, leave_flow_code
 from parley.engine.logcontext import flow_log_context
+from parley.flows.context import RUNNING
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.protocol import codec
@@ -478,6 +479,7 @@ class FlowDriver:
         while True:
             ended: FlowFinished | FlowFailed | None = None
             previous_loop = enter_flow_code(self.state.flow_class)
+            running = RUNNING.set(self)
             try:
                 yielded = advance()
             except StopIteration as stop:
@@ -485,6 +487,7 @@ class FlowDriver:
             except BaseException as exc:
                 ended = FlowFailed(exc)
             finally:
+                RUNNING.reset(running)
                 leave_flow_code(previous_loop)
             if ended is not None:
                 self._ended(ended)

@@ -15,7 +15,7 @@ error                                     where     outcome
 HospitalizeFlowException                  anywhere  keep for observation
 NonDeterministicFlowError                 anywhere  keep for observation
 DeserializationError (undecodable state)  anywhere  keep for observation
-FlowTimeoutException (not Signal...)      itself    retry from the last checkpoint, unlimited
+FlowTimeoutException (not a deadline)     itself    retry from the last checkpoint, unlimited
 SQLite "database is locked"               anywhere  retry, unlimited, with :func:`backoff`
 disk full, disk I/O error                 anywhere  keep for observation; the node is told
 SQLite constraint violation               anywhere  retry 3 times, then propagate
@@ -37,12 +37,12 @@ from enum import StrEnum
 from typing import Protocol
 
 from parley.protocol.errors import (
+    DeadlineExpiredException,
     DeserializationError,
     FlowException,
     FlowTimeoutException,
     HospitalizeFlowException,
     NonDeterministicFlowError,
-    SignalTimeoutException,
     StateTransitionError,
     TransientError,
 )
@@ -344,7 +344,7 @@ class Hospital:
         # reach its peers. Retrying it "unlimited" would also never end: the retried flow times
         # out at the same point, handles it the same way, and is admitted again.
         if isinstance(error, FlowTimeoutException) and not isinstance(
-            error, SignalTimeoutException
+            error, DeadlineExpiredException
         ):
             return Diagnosis("timeout", Outcome.RETRY)
         # classify_sqlite_error walks both __cause__ and __context__ of each exception; "locked"

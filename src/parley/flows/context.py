@@ -9,9 +9,11 @@ resumed. The driver in :mod:`parley.engine.driver` implements the context.
 from __future__ import annotations
 
 from collections.abc import Generator
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from parley.protocol.errors import FlowUsageError
 from parley.protocol.requests import Request
 from parley.protocol.state import SubFlowFrame
 
@@ -86,9 +88,29 @@ class Suspend(Generic[T]):
         return cast(T, value)
 
 
+#: The context of the flow whose code runs now (set by its driver around each step).
+RUNNING: ContextVar[FlowContext | None] = ContextVar("parley_running_flow", default=None)
+
+
+def deadline(timeout: float | None, what: str) -> datetime | None:
+    """The absolute deadline ``timeout`` seconds from the running flow's (recorded) now.
+
+    Raises:
+        FlowUsageError: ``timeout`` is not a number of seconds >= 0, or no flow is running.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise FlowUsageError(f"{what}: timeout must be a number of seconds >= 0, got {timeout!r}")
+    ctx = RUNNING.get()
+    if ctx is None:
+        raise FlowUsageError(f"{what} with a timeout must run inside a flow")
+    return ctx.now() + timedelta(seconds=timeout)
+
+
 def suspend(request: Request) -> Suspend[Any]:
     """Await this to suspend the flow on ``request`` (``Suspend[T](...)`` is slower to build)."""
     return Suspend(request)
 
 
-__all__ = ["FlowContext", "Suspend", "suspend"]
+__all__ = ["RUNNING", "FlowContext", "Suspend", "deadline", "suspend"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
-from parley.flows.context import FlowContext, suspend
+from parley.flows.context import FlowContext, deadline, suspend
 from parley.flows.marks import FLOW_CLASSES, frame_for
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.session import FlowSession, UntrustworthyData, check_for, checked
@@ -163,15 +163,21 @@ class FlowLogic(Generic[T]):
         await suspend(Send(tuple((s.session_id, encoded) for s in sessions)))
 
     async def receive_all(
-        self, expected: TypeForm[R], sessions: Sequence[FlowSession]
+        self,
+        expected: TypeForm[R],
+        sessions: Sequence[FlowSession],
+        *,
+        timeout: float | None = None,
     ) -> list[UntrustworthyData[R]]:
         """Receive one payload of type ``expected`` from every session, in the sessions' order.
 
-        ``expected`` is a type expression, checked as :meth:`FlowSession.receive` checks it.
+        ``expected`` is a type expression, checked as :meth:`FlowSession.receive` checks it; with
+        ``timeout``, a ``ReceiveTimeoutException`` names the first session still silent then.
         """
         _unique(sessions)
         check_for(expected)
-        received = await suspend(Receive(tuple(s.session_id for s in sessions)))
+        until = deadline(timeout, "receive_all()")
+        received = await suspend(Receive(tuple(s.session_id for s in sessions), until))
         return [checked(expected, received[s.session_id]) for s in sessions]
 
     # ---- sub-flows ----------------------------------------------------------------------

@@ -38,7 +38,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from parley.flows.context import suspend
+from parley.flows.context import deadline, suspend
 from parley.protocol import codec
 from parley.protocol.errors import DeserializationError, FlowUsageError, UnexpectedPayloadError
 from parley.protocol.messages import FlowInfo
@@ -110,12 +110,17 @@ class FlowSession:
         """Send ``payload`` (anything the codec can encode). Does not wait for delivery."""
         await suspend(Send(((self.session_id, codec.encode(payload)),)))
 
-    async def receive(self, expected: TypeForm[T]) -> UntrustworthyData[T]:
+    async def receive(
+        self, expected: TypeForm[T], *, timeout: float | None = None
+    ) -> UntrustworthyData[T]:
         """Wait for the next payload, which must be of type ``expected``.
 
         Args:
             expected: A type expression the payload is checked against (see the module's
                 documentation): ``int``, ``int | None``, ``list[int]``, ``dict[str, Quote]``, ...
+            timeout: Seconds to wait at most (``None``: no limit). The deadline is recorded, so a
+                restart neither loses nor restarts it; a payload that comes later is kept for
+                the next receive.
 
         Returns:
             The payload, to be checked further with :meth:`UntrustworthyData.unwrap`.
@@ -124,21 +129,24 @@ class FlowSession:
             FlowUsageError: ``expected`` is a type expression Parley can't check (raised before
                 waiting).
             UnexpectedPayloadError: the payload is not of type ``expected``.
+            ReceiveTimeoutException: nothing came within ``timeout``.
             UnexpectedFlowEndException: the counterparty ended or failed.
             FlowException: the counterparty failed with this FlowException.
         """
         check_for(expected)
-        received = await suspend(Receive((self.session_id,)))
+        until = deadline(timeout, "receive()")
+        received = await suspend(Receive((self.session_id,), until))
         return checked(expected, received[self.session_id])
 
     async def send_and_receive(
-        self, expected: TypeForm[T], payload: object
+        self, expected: TypeForm[T], payload: object, *, timeout: float | None = None
     ) -> UntrustworthyData[T]:
         """Send ``payload``, then receive a payload of type ``expected``.
 
         Args:
             expected: The type expression the reply is checked against, as for :meth:`receive`.
             payload: What to send (anything the codec can encode).
+            timeout: Seconds to wait for the reply at most, as for :meth:`receive`.
 
         Returns:
             The reply, to be checked further with :meth:`UntrustworthyData.unwrap`.
@@ -148,7 +156,9 @@ class FlowSession:
             UnexpectedPayloadError: the reply is not of type ``expected``.
         """
         check_for(expected)
-        request = SendAndReceive(((self.session_id, codec.encode(payload)),), (self.session_id,))
+        until = deadline(timeout, "send_and_receive()")
+        payloads = ((self.session_id, codec.encode(payload)),)
+        request = SendAndReceive(payloads, (self.session_id,), until)
         received = await suspend(request)
         return checked(expected, received[self.session_id])
 

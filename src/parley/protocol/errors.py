@@ -180,12 +180,31 @@ class FlowTimeoutException(ParleyError):
     """The flow took longer than its timeout; the hospital retries it from its last checkpoint."""
 
 
-class SignalTimeoutException(FlowTimeoutException):
+class DeadlineExpiredException(FlowTimeoutException):
+    """A deadline the flow's own code set passed (a receive's or a signal's ``timeout``).
+
+    Raised in the flow for its code to handle. Unlike its base class it is not retried by the
+    hospital: the retried flow would wait for the same deadline, which has passed.
+    """
+
+
+class ReceiveTimeoutException(DeadlineExpiredException):
+    """``receive(..., timeout=...)`` ran out of time: no payload came on ``session``.
+
+    A payload that arrives later is kept for the session's next receive.
+    """
+
+    session: str
+
+    def __init__(self, message: str = "", session: str = "") -> None:
+        super().__init__(message)
+        self.session = session
+
+
+class SignalTimeoutException(DeadlineExpiredException):
     """``wait_for_signal(name, ..., timeout=...)`` ran out of time without the signal.
 
-    Raised in the flow, for its code to handle (ask again, escalate, give up). Unlike its base
-    class it is not retried by the hospital: the retried flow would wait for the same deadline,
-    which has passed.
+    Raised in the flow, for its code to handle (ask again, escalate, give up).
     """
 
     name: str
@@ -343,6 +362,7 @@ __all__ = [
     "EXCEPTION_TYPES",
     "ClientIdInUseError",
     "CodecError",
+    "DeadlineExpiredException",
     "DeserializationError",
     "FlowException",
     "FlowTimeoutException",
@@ -353,6 +373,7 @@ __all__ = [
     "OperationError",
     "ParleyError",
     "ProtocolViolation",
+    "ReceiveTimeoutException",
     "SerializationError",
     "SignalTimeoutException",
     "StateTransitionError",

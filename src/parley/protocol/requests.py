@@ -26,17 +26,22 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Receive:
-    """Wait for the next payload on every one of ``sessions``; resumes with ``{session: bytes}``."""
+    """Wait for the next payload on every one of ``sessions``; resumes with ``{session: bytes}``.
+
+    At ``until`` (if set) with a payload still missing, the flow gets a ReceiveTimeoutException.
+    """
 
     sessions: tuple[str, ...]
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SendAndReceive:
-    """Send, then receive on ``sessions``."""
+    """Send, then receive on ``sessions`` (until ``until``, as :class:`Receive`)."""
 
     payloads: Payloads
     sessions: tuple[str, ...]
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from parley.protocol import codec
 from parley.protocol.actions import Transition
-from parley.protocol.errors import SerializationError, SignalTimeoutException
+from parley.protocol.errors import (
+    ReceiveTimeoutException,
+    SerializationError,
+    SignalTimeoutException,
+)
 from parley.protocol.events import (
     OperationCompleted,
     OperationFailed,
@@ -22,10 +26,17 @@ from parley.protocol.events import (
 )
 from parley.protocol.evolve import replace
 from parley.protocol.records import FlowWrite
-from parley.protocol.requests import AwaitSignal, Execute, Query, Sleep
-from parley.protocol.state import FlowState
+from parley.protocol.requests import (
+    AwaitSignal,
+    Execute,
+    Query,
+    Receive,
+    SendAndReceive,
+    Sleep,
+)
+from parley.protocol.state import FlowState, SessionStatus
 from parley.protocol.transitions.common import resume, throw
-from parley.protocol.transitions.remaining_work import look_for_signal
+from parley.protocol.transitions.remaining_work import look_for_signal, receivable
 
 #: The write that consumes a stored signal, committed with the checkpoint that records that the
 #: flow received it (the table is the store's ``flow_signal``).
@@ -74,6 +85,8 @@ def woke_up(state: FlowState, event: WokeUp) -> Transition:
             f"no signal {request.name!r} arrived by {event.until.isoformat()}", request.name
         )
         return throw(state, state.pending.fingerprint, timeout)
+    if _waiting_on(state, (Receive, SendAndReceive), event.incarnation):
+        return _receive_deadline(state, event)
     if not _waiting_on(state, (Sleep,), event.incarnation):
         return Transition(state)
     assert state.pending is not None
@@ -82,6 +95,28 @@ def woke_up(state: FlowState, event: WokeUp) -> Transition:
     if request.until != event.until:
         return Transition(state)
     return resume(state, state.pending.fingerprint, None)
+
+
+def _receive_deadline(state: FlowState, event: WokeUp) -> Transition:
+    """A receive's deadline passed: throw, unless what it waits for is there (the reply won)."""
+    assert state.pending is not None
+    request = state.pending.request
+    assert isinstance(request, Receive | SendAndReceive)
+    if request.until != event.until or receivable(state, request.sessions):
+        return Transition(state)
+    missing = next(
+        sid
+        for sid in request.sessions
+        if state.sessions[sid].status is not SessionStatus.INITIATED
+        or not state.sessions[sid].inbox
+    )
+    peer = state.sessions[missing].peer
+    timeout = ReceiveTimeoutException(
+        f"nothing received from {peer} on session {missing} by {event.until.isoformat()}",
+        missing,
+    )
+    timeout.add_note("a payload that arrives later is kept for the session's next receive")
+    return throw(state, state.pending.fingerprint, timeout)
 
 
 def _signal_pending(state: FlowState, incarnation: int, name: str | None = None) -> bool:

@@ -8,7 +8,8 @@ messages under the same ids.
 request           what DoRemainingWork does
 ================  ===================================================================
 Send              Init (uninitiated) / buffer (initiating) / Data (initiated); resume
-Receive           Init to uninitiated sessions; resume when every session has data
+Receive           Init to uninitiated sessions; resume when every session has data (arm the
+                  deadline once, if the receive has one)
 SendAndReceive    the send half once (``Pending.sent``), then as Receive
 CloseSessions     End on each initiated session; closing twice is accepted
 GetFlowInfo       Init to uninitiated sessions; resume when every session is confirmed
@@ -198,13 +199,15 @@ def _receive(
             error = UnexpectedFlowEndException(MISMATCHED_END)
             error.peer = session.peer
             return with_sends(throw(state, key, error), envelopes)
-    ready = all(
-        state.sessions[sid].status is SessionStatus.INITIATED and state.sessions[sid].inbox
-        for sid in sessions
-    )
-    if not ready:
-        state = replace(state, pending=replace(pending, sent=True))
-        return with_sends(Transition(state, (), ProcessEvents()), envelopes)
+    if not receivable(state, sessions):
+        pending = replace(pending, sent=True)
+        actions: tuple[Action, ...] = ()
+        until = getattr(pending.request, "until", None)
+        if until is not None and not pending.waiting:  # arm the deadline once
+            actions = (ScheduleWakeUp(until, state.incarnation),)
+            pending = replace(pending, waiting=True)
+        state = replace(state, pending=pending)
+        return with_sends(Transition(state, actions, ProcessEvents()), envelopes)
     received: dict[str, bytes] = {}
     for sid in sessions:
         session = state.sessions[sid]
@@ -213,6 +216,14 @@ def _receive(
         received[sid] = head.payload
         state = state.with_session(replace(session, inbox=session.inbox[1:]))
     return with_sends(resume(state, key, received), envelopes)
+
+
+def receivable(state: FlowState, sessions: tuple[str, ...]) -> bool:
+    """Whether every one of ``sessions`` is confirmed and has a message to take."""
+    return all(
+        state.sessions[sid].status is SessionStatus.INITIATED and state.sessions[sid].inbox
+        for sid in sessions
+    )
 
 
 def _close(
@@ -257,4 +268,4 @@ def _start_once(
     return with_sends(Transition(state, (action,)), envelopes)
 
 
-__all__ = ["MISMATCHED_END", "look_for_signal", "pending_work", "with_sends"]
+__all__ = ["MISMATCHED_END", "look_for_signal", "pending_work", "receivable", "with_sends"]
