@@ -48,6 +48,7 @@ from parley.actors.manager import FlowManager, RestoreAll, StatsRequest, WorkerF
 from parley.actors.persistence import AppMigrations, Commit, CommitStats, Persistence
 from parley.actors.worker import (
     Deliver,
+    Drain,
     FindHandle,
     FlowWorker,
     KillFlow,
@@ -190,6 +191,7 @@ class Node:
         self._timers: TimerService | None = None
         self._operations: ThreadPoolExecutor | None = None
         self._router: SessionRouter | None = None
+        self._draining = False
         #: Why the node takes no new work (a full or failing disk), until an operator retries.
         self._storage_fault: str | None = None
         self._map: NetworkMap | None = None
@@ -543,6 +545,11 @@ class Node:
             raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
         if not self._accepting:
             raise NodeError(f"node {self.config.name} is stopping: it starts no new flows")
+        if self._draining:
+            raise NodeError(
+                f"node {self.config.name} is draining: it starts no new flows until it is "
+                "undrained (`parley node undrain`)"
+            )
         if self._storage_fault is not None:
             raise NodeError(
                 f"node {self.config.name} starts no new flows: its storage failed "
@@ -609,6 +616,37 @@ class Node:
         )
         reply.result(timeout)
 
+    def drain(self) -> None:
+        """Stop taking new work, let running flows finish (for an upgrade).
+
+        New starts are refused with a "draining" error; session-inits from peers wait, un-acked,
+        until :meth:`undrain`; flows already running go on to completion. Watch
+        ``stats()["running"]`` (or :meth:`drained`) reach 0, then stop the node.
+        """
+        self._require()
+        self._set_draining(True)
+
+    def undrain(self) -> None:
+        """Take new work again: starts are accepted and the held session-inits are handled."""
+        self._require()
+        self._set_draining(False)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drained(self) -> bool:
+        """Draining, and no flow is running or waiting any more (finished client-id flows and
+        flows kept for observation aside)."""
+        return self._draining and not self.flows(FlowStatus.RUNNABLE)
+
+    def _set_draining(self, draining: bool) -> None:
+        self._draining = draining
+        log.info("node %s %s", self.config.name, "is draining" if draining else "takes new work")
+        for worker in list(self._workers):
+            with contextlib.suppress(pykka.ActorDeadError):
+                worker.tell(Drain(draining))
+
     def hospital_retry(self, flow_id: str, timeout: float = 30.0) -> bool:
         """Retry a flow kept for observation from its last checkpoint, now, without a restart.
 
@@ -645,6 +683,8 @@ class Node:
         if router is not None:
             for reason, count in list(router.refused.items()):
                 totals[f"refused_{reason}"] = count
+        totals["draining"] = int(self._draining)
+        totals["running"] = len(self.flows(FlowStatus.RUNNABLE))
         return totals
 
     def commit_stats(self, timeout: float = 10.0) -> CommitStats:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from parley import FlowUsageError, KilledFlowException, UnexpectedPayloadError
+from parley.apps.pingpong import Ping
 from parley.node import Node, NodeConfig, NodeError
 from parley.protocol.errors import ClientIdInUseError
 from parley.protocol.records import FlowStatus
@@ -18,7 +19,7 @@ from tests.integration.nodes import rows, run_flow_process, wait_for
 
 pytestmark = pytest.mark.integration
 
-APPS = ["tests.integration.apps"]
+APPS = ["tests.integration.apps", "parley.apps.pingpong"]
 
 
 def config(tmp_path: Path, server: EmbeddedNatsServer) -> NodeConfig:
@@ -223,3 +224,23 @@ def test_an_operator_retries_a_flow_kept_for_observation_without_a_restart(
 async def _fixed_call(self: Waits) -> str:
     await self.sleep(self.seconds)
     return "fixed"
+
+
+def test_a_draining_node_refuses_starts_finishes_running_flows_and_holds_peers_inits(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    assert nats_server.url is not None
+    bob_config = NodeConfig("bob", tmp_path / "bob", nats_url=nats_server.url, apps=APPS)
+    with Node(config(tmp_path, nats_server)) as alice, Node(bob_config) as bob:
+        running = alice.start_flow(Waits(0.5))
+        alice.drain()
+        assert alice.stats()["draining"] == 1
+        with pytest.raises(NodeError, match="draining"):
+            alice.start_flow(Waits(1))
+        ping = bob.start_flow(Ping("alice", 1))  # its init waits at alice, un-acked
+        assert running.result(10) == "woke"
+        wait_for(alice.drained, 10, "alice to be drained")
+        assert not ping.done
+        alice.undrain()
+        assert ping.result(30) == 2
+        assert alice.start_flow(Waits(0.01)).result(10) == "woke"

@@ -41,7 +41,7 @@ from parley.engine.runtime import FlowRuntime, Parties
 from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
-from parley.protocol.messages import Envelope
+from parley.protocol.messages import Envelope, Init
 from parley.protocol.records import StoreOp
 from parley.store import SqliteStore
 
@@ -140,6 +140,13 @@ class RetryFlow:
 
     flow_id: str
     reply: Future[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Start (``True``) or stop draining: while draining, peers' session-inits wait un-acked."""
+
+    draining: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +302,9 @@ class FlowWorker(Actor):
         self._retry_scheduled = False
         #: Live flows by when they last ran, least recently first (for passivation).
         self._lru: OrderedDict[str, float] = OrderedDict()
+        #: While draining, session-inits from peers wait here, un-acked, for the undrain.
+        self._draining = False
+        self._held_inits: list[tuple[Envelope, Any]] = []
         self.passivations = 0
 
     def on_start(self) -> None:
@@ -373,10 +383,17 @@ class FlowWorker(Actor):
                 fn()
             case Deliver(items=items):
                 for envelope, delivery in items:
-                    if runtime.is_live(flow_id_for(envelope)):
+                    if self._draining and isinstance(envelope.body, Init):
+                        self._held_inits.append((envelope, delivery))  # un-acked until undrain
+                    elif runtime.is_live(flow_id_for(envelope)):
                         runtime.deliver(envelope, delivery)
                     else:  # needs a new driver (an init, or a passivated flow): admission
                         self._intake.append((envelope, delivery))
+            case Drain(draining=draining):
+                self._draining = draining
+                if not draining and self._held_inits:
+                    held, self._held_inits = self._held_inits, []
+                    self._handle(runtime, Deliver(tuple(held)))
             case StartFlow():
                 self._start(runtime, message)
             case RestoreFlows(flow_ids=flow_ids, reply=reply, handles=handles):
@@ -417,6 +434,7 @@ class FlowWorker(Actor):
             case Inspect(reply=reply):
                 reply.set_result(
                     {
+                        "held_inits": len(self._held_inits),
                         "live": runtime.live_count,
                         "passivations": self.passivations,
                         "handles": runtime.handle_count(),
@@ -532,6 +550,7 @@ def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
 __all__ = [
     "Call",
     "Deliver",
+    "Drain",
     "FindHandle",
     "FlowWorker",
     "Inspect",
