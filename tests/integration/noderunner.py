@@ -5,7 +5,8 @@
 
 Run it again with the same client id after the process died: the node restores the flow and the
 runner re-attaches to it, so the printed outcome is that of the one flow. ``--signal NAME=JSON``
-sends the flow a signal once it has started.
+sends the flow a signal once it has started. ``--operator-key KEY`` runs the node on a network with
+a map (the node must be admitted under the key in its data directory).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--signal", action="append", default=[], help="NAME=JSON: a signal to send once started"
     )
+    parser.add_argument(
+        "--operator-key", default=None, help="the network map's operator public key (O...)"
+    )
     options = parser.parse_args(argv)
     module_name, _, class_name = options.flow.partition(":")
     flow_class = getattr(importlib.import_module(module_name), class_name)
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         nats_url=options.nats,
         apps=[module_name, *options.app],
         workers=2,
+        operator_key=options.operator_key,
     )
     with Node(config) as node:
         handle = node.start_flow(flow_class(*json.loads(options.args)), client_id=options.client_id)

@@ -54,9 +54,13 @@ class NodeProcess:
         data_dir: Path,
         apps: Sequence[str],
         env: dict[str, str] | None = None,
+        *,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.name, self.nats_url, self.data_dir = name, nats_url, data_dir
         self.apps, self.env = list(apps), env or {}
+        #: More ``parley node run`` options (``["--operator-key", KEY]``).
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str] = queue.Queue()
 
@@ -82,6 +86,7 @@ class NodeProcess:
         ]
         for app in self.apps:
             command += ["--app", app]
+        command += self.extra_args
         self.proc = subprocess.Popen(
             command,
             cwd=REPO,
@@ -136,9 +141,15 @@ class NodeProcess:
 
 @contextmanager
 def node_process(
-    name: str, nats_url: str, data_dir: Path, apps: Sequence[str], env: dict[str, str] | None = None
+    name: str,
+    nats_url: str,
+    data_dir: Path,
+    apps: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[NodeProcess]:
-    process = NodeProcess(name, nats_url, data_dir, apps, env).start()
+    process = NodeProcess(name, nats_url, data_dir, apps, env, extra_args=extra_args).start()
     try:
         yield process
     finally:
@@ -155,8 +166,12 @@ def run_flow_process(
     client_id: str,
     timeout: float = 90.0,
     signals: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``tests.integration.noderunner`` (a node that starts one flow) to completion or death."""
+    """Run ``tests.integration.noderunner`` (a node that starts one flow) to completion or death.
+
+    ``extra_args`` are more noderunner options (``["--operator-key", KEY]``).
+    """
     command = [
         sys.executable,
         "-m",
@@ -176,6 +191,41 @@ def run_flow_process(
     ]
     for named in signals:
         command += ["--signal", named]
+    command += list(extra_args)
     return subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start_flow_process(
+    *,
+    name: str,
+    nats_url: str,
+    data_dir: Path,
+    flow: str,
+    args: str,
+    client_id: str,
+    extra_args: Sequence[str] = (),
+) -> subprocess.Popen[str]:
+    """Start ``tests.integration.noderunner`` without waiting for it (``communicate()`` does)."""
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.noderunner",
+        "--name",
+        name,
+        "--nats",
+        nats_url,
+        "--data-dir",
+        str(data_dir),
+        "--flow",
+        flow,
+        "--args",
+        args,
+        "--client-id",
+        client_id,
+        *extra_args,
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
