@@ -31,6 +31,7 @@ DOCS = {
     "README.md": False,
     "docs/flows.md": True,
     "docs/testing.md": True,
+    "docs/tutorial.md": True,
 }
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>```+)(?P<language>\S*)\s*$")
