@@ -14,6 +14,7 @@ from parley.flows import (
     UntrustworthyData,
     initiated_by,
     initiating_flow,
+    scheduled,
     startable_by_rpc,
 )
 from parley.protocol.codec import serializable
@@ -60,6 +61,7 @@ __all__ = [
     "UntrustworthyData",
     "initiated_by",
     "initiating_flow",
+    "scheduled",
     "serializable",
     "startable_by_rpc",
 ]

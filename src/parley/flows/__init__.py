@@ -11,6 +11,7 @@ from parley.flows.registry import (
     flow_class_named,
     initiated_by,
     initiating_flow,
+    scheduled,
     startable_by_rpc,
 )
 from parley.flows.session import FlowSession, UntrustworthyData
@@ -34,5 +35,6 @@ __all__ = [
     "flow_class_named",
     "initiated_by",
     "initiating_flow",
+    "scheduled",
     "startable_by_rpc",
 ]

@@ -105,6 +105,34 @@ def startable_by_rpc(cls: F) -> F:
     return cls
 
 
+#: Attribute of a class marked with :func:`scheduled`: ``(name, every, missed)``.
+SCHEDULE_MARK = "_parley_scheduled"
+
+
+def scheduled(
+    every: float, *, name: str | None = None, missed: str = "run_once"
+) -> Callable[[F], F]:
+    """Start this flow every ``every`` seconds on each node that loads its app.
+
+    The flow's constructor must take no arguments. The schedule is created when a node first
+    starts with the app (its first tick ``every`` seconds later) and kept in the node's database;
+    ``missed`` says what a node that was down does with the ticks it missed (``"run_once"``,
+    ``"catch_up"`` or ``"skip"``). Each tick starts exactly one flow (see ``Node.schedule``).
+
+    Args:
+        every: seconds between ticks.
+        name: the schedule's name (default: the flow class's qualified name).
+        missed: the policy for ticks missed while the node was down.
+    """
+
+    def mark(cls: F) -> F:
+        _require_flow(cls, "@scheduled")
+        setattr(cls, SCHEDULE_MARK, (name or cls.__qualname__, every, missed))
+        return cls
+
+    return mark
+
+
 def _require_flow(klass: type, decorator: str) -> None:
     if not (isinstance(klass, type) and issubclass(klass, FlowLogic)):
         raise FlowUsageError(f"{decorator} applies to FlowLogic subclasses, not {klass!r}")

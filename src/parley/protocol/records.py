@@ -126,6 +126,29 @@ class PutAdmission:
 
 
 @dataclass(frozen=True, slots=True)
+class PutSchedule:
+    """Keep a schedule: the flow it starts and its next tick (replaces one of the same name)."""
+
+    name: str
+    flow_class: str
+    #: ``codec.encode((args, kwargs))`` of the flow's constructor arguments.
+    args: bytes
+    #: Unix time of the next tick.
+    next_at: float
+    #: Seconds between ticks (``None``: once).
+    every: float | None
+    #: What a node that was down does with missed ticks (``run_once``, ``catch_up``, ``skip``).
+    missed: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSchedule:
+    """Forget a schedule (its past ticks' flows are not touched)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class PutSignal:
     """Store a signal for a flow (``FlowLogic.wait_for_signal``) until the flow consumes it."""
 
@@ -163,12 +186,15 @@ StoreOp = (
     | PutMapEntry
     | PutSignal
     | PutAdmission
+    | PutSchedule
+    | DeleteSchedule
     | FlowWrite
 )
 
 __all__ = [
     "MAX_CLIENT_ID",
     "DeleteFlow",
+    "DeleteSchedule",
     "FlowStatus",
     "FlowWrite",
     "PutAdmission",
@@ -177,6 +203,7 @@ __all__ = [
     "PutFlowStart",
     "PutMapEntry",
     "PutProcessedInit",
+    "PutSchedule",
     "PutSignal",
     "SetFlowStatus",
     "StartKind",

@@ -15,6 +15,7 @@ from typing import assert_never
 from parley.protocol.records import (
     MAX_CLIENT_ID,
     DeleteFlow,
+    DeleteSchedule,
     FlowWrite,
     PutAdmission,
     PutCheckpoint,
@@ -22,6 +23,7 @@ from parley.protocol.records import (
     PutFlowStart,
     PutMapEntry,
     PutProcessedInit,
+    PutSchedule,
     PutSignal,
     SetFlowStatus,
     StoreOp,
@@ -100,6 +102,13 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
                     op.retry_in,
                 ),
             )
+        case PutSchedule():
+            conn.execute(
+                schema.UPSERT_SCHEDULE,
+                (op.name, op.flow_class, op.args, op.next_at, op.every, op.missed, now),
+            )
+        case DeleteSchedule():
+            conn.execute(schema.DELETE_SCHEDULE, (op.name,))
         case PutSignal():
             conn.execute(schema.INSERT_SIGNAL, (op.flow_id, op.name, op.payload, now, op.flow_id))
         case PutMapEntry():

@@ -23,6 +23,8 @@ Tables (all ``STRICT``, so SQLite refuses a value of the wrong type):
 ``hospital_admission``
     Every hospital admission of every stored flow (error, cause chain, staff, outcome, attempt),
     deleted with the flow.
+``flow_schedule``
+    Schedules: the flow each starts, its next tick and its period.
 
 ``flow_header`` and ``journal`` reference ``flow_start`` through *deferred* foreign keys: a
 checkpoint of an unknown flow fails at ``COMMIT``, whatever the order of the operations inside the
@@ -140,7 +142,8 @@ ALTER TABLE flow_result ADD COLUMN args BLOB;
 # v3: the node's copy of the network map (operator-signed entries, newest serial per node), so
 # that a node can start while the map's bucket is out of reach; signals sent to flows, kept until
 # the flow consumes them (deleted with the checkpoint that records it, or with the flow); and the
-# hospital's admissions of each flow, kept while the flow lives.
+# hospital's admissions of each flow, kept while the flow lives; and schedules (flows started by
+# time: the flow, the next tick, the period).
 _V3 = """
 CREATE TABLE network_map (
     name TEXT PRIMARY KEY,
@@ -176,6 +179,16 @@ CREATE TABLE hospital_admission (
 ) STRICT;
 
 CREATE INDEX hospital_admission_by_flow ON hospital_admission (flow_id, seq);
+
+CREATE TABLE flow_schedule (
+    name TEXT PRIMARY KEY,
+    flow_class TEXT NOT NULL,
+    args BLOB NOT NULL,
+    next_at REAL NOT NULL,
+    every REAL CHECK (every IS NULL OR every > 0),
+    missed TEXT NOT NULL CHECK (missed IN ('run_once', 'catch_up', 'skip')),
+    updated_at REAL NOT NULL
+) STRICT, WITHOUT ROWID;
 """
 
 #: Core migrations, in order. ``PRAGMA user_version`` holds how many were applied.
@@ -238,6 +251,16 @@ INSERT_SIGNAL = """
 INSERT INTO flow_signal (flow_id, name, payload, created_at)
 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM flow_start WHERE flow_id = ?)
 """
+
+UPSERT_SCHEDULE = """
+INSERT INTO flow_schedule (name, flow_class, args, next_at, every, missed, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+    flow_class = excluded.flow_class, args = excluded.args, next_at = excluded.next_at,
+    every = excluded.every, missed = excluded.missed, updated_at = excluded.updated_at
+"""
+
+DELETE_SCHEDULE = "DELETE FROM flow_schedule WHERE name = ?"
 
 INSERT_ADMISSION = """
 INSERT INTO hospital_admission (
@@ -328,6 +351,10 @@ SELECT_ADMISSIONS = """
 SELECT flow_id, admitted_at, flow_class, suspends, error_type, message, traceback, causes, staff,
        outcome, attempt, retry_in
 FROM hospital_admission WHERE :flow_id IS NULL OR flow_id = :flow_id ORDER BY seq
+"""
+
+SELECT_SCHEDULES = """
+SELECT name, flow_class, args, next_at, every, missed FROM flow_schedule ORDER BY name
 """
 
 SELECT_NEXT_SIGNAL = """

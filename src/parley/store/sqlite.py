@@ -27,7 +27,7 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Self
 
-from parley.protocol.records import FlowStatus, PutAdmission, StartKind, StoreOp
+from parley.protocol.records import FlowStatus, PutAdmission, PutSchedule, StartKind, StoreOp
 from parley.store import migrations, schema
 from parley.store.connection import (
     SQLITE_READONLY,
@@ -225,6 +225,15 @@ class SqliteStore:
             pending_request=pending,
             progress_step=step,
         )
+
+    def schedules(self) -> list[PutSchedule]:
+        """The stored schedules, by name."""
+        return [
+            PutSchedule(name, flow_class, args, next_at, every, missed)
+            for name, flow_class, args, next_at, every, missed in self._conn.execute(
+                schema.SELECT_SCHEDULES
+            )
+        ]
 
     def admissions(self, flow_id: str | None = None) -> list[PutAdmission]:
         """The hospital's stored admissions of ``flow_id`` (or of every flow), oldest first."""

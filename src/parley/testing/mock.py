@@ -36,6 +36,15 @@ from parley.engine.apps import app_migrations, load_apps
 from parley.engine.describe import described
 from parley.engine.hospital import Admission, Hospital, Outcome
 from parley.engine.runtime import FlowRuntime
+from parley.engine.schedules import (
+    Missed,
+    Schedule,
+    ScheduleError,
+    due_ticks,
+    flow_of,
+    make_schedule,
+    tick_client_id,
+)
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import FlowRegistry
 from parley.identity.keys import KeyPair
@@ -43,7 +52,7 @@ from parley.identity.service import NodeIdentity
 from parley.protocol import codec
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
-from parley.protocol.records import FlowStatus, PutAdmission, StoreOp
+from parley.protocol.records import DeleteSchedule, FlowStatus, PutAdmission, StoreOp
 from parley.store import FlowSummary, SqliteStore
 
 T = TypeVar("T")
@@ -256,8 +265,9 @@ class MockNode:
         #: The node's flow hospital (kept across restarts so tests can read every admission).
         self.hospital = Hospital(random=self.rng.random, keep=self._keep_admission)
         self.runtime = self._new_runtime()
-        if path is not None:  # a database written earlier: its flows carry on
+        if path is not None:  # a database written earlier: its flows and schedules carry on
             self.runtime.restore_flows(self.store.runnable_flow_ids())
+            self._recover_schedules()
 
     def _keep_admission(self, record: PutAdmission) -> None:
         self.store.commit((record,))
@@ -300,6 +310,87 @@ class MockNode:
 
     def kill_flow(self, flow_id: str) -> bool:
         return self.runtime.kill(flow_id)
+
+    # ---- schedules ------------------------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        flow: FlowLogic[Any],
+        *,
+        every: float | None = None,
+        at: datetime | None = None,
+        missed: Missed | str = Missed.RUN_ONCE,
+    ) -> None:
+        """Start copies of ``flow`` at ``at`` (default: ``every`` seconds from now), then every
+        ``every`` seconds, on the network's virtual clock (see ``Node.schedule``)."""
+        if at is None:
+            if every is None:
+                raise ScheduleError("a schedule needs a first tick (at=) or a period (every=)")
+            at = self.network.now + timedelta(seconds=every)
+        schedule = make_schedule(name, flow, at=at, every=every, missed=missed)
+        self.store.commit((schedule.to_record(),))
+        self._arm(schedule)
+
+    def unschedule(self, name: str) -> bool:
+        """Forget a schedule; returns whether there was one."""
+        known = any(s.name == name for s in self.store.schedules())
+        self.store.commit((DeleteSchedule(name),))
+        return known
+
+    def schedules(self) -> list[Schedule]:
+        return [Schedule.from_record(r) for r in self.store.schedules()]
+
+    def _arm(self, schedule: Schedule) -> None:
+        generation = self.generation
+
+        def tick() -> None:
+            if generation == self.generation:
+                self._run_schedule(schedule.name, recovering=False)
+
+        self.network._schedule(schedule.next_at, self, tick)
+
+    def _run_schedule(self, name: str, *, recovering: bool) -> None:
+        stored = next((s for s in self.schedules() if s.name == name), None)
+        if stored is None:
+            return  # unscheduled meanwhile
+        ticks, following = due_ticks(stored, self.network.now, recovering=recovering)
+        handles = [
+            self.runtime.start_flow(
+                flow_of(stored), client_id=tick_client_id(name, tick), started_by=f"schedule {name}"
+            )
+            for tick in ticks
+        ]
+        generation = self.generation
+
+        def move_on() -> None:
+            # Only once every tick's flow is durable: a crash before leaves the ticks due, and
+            # starting them again finds the flows that hold their client ids.
+            if generation != self.generation:
+                return
+            if following is None:
+                self.store.commit((DeleteSchedule(name),))
+                return
+            if following != stored:
+                self.store.commit((following.to_record(),))
+            self._arm(following)
+
+        waiting = [h.started for h in handles if not h.started.done()]
+        if not waiting:
+            move_on()
+            return
+        remaining = [len(waiting)]
+
+        def started(_: object) -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                move_on()
+
+        for future in waiting:
+            future.add_done_callback(started)
+
+    def _recover_schedules(self) -> None:
+        for schedule in self.schedules():
+            self._run_schedule(schedule.name, recovering=True)
 
     def hospital_retry(self, flow_id: str) -> bool:
         """Retry a flow kept for observation from its last checkpoint (see ``Node``)."""
@@ -385,6 +476,7 @@ class MockNode:
         self.queue.extendleft(reversed(redeliver))
         self.runtime = self._new_runtime()
         self.runtime.restore_flows(self.store.runnable_flow_ids())
+        self._recover_schedules()
 
     def __repr__(self) -> str:
         return f"<MockNode {self.name}>"

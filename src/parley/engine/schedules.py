@@ -1,0 +1,182 @@
+"""Flows started by time: schedules, their ticks, and what happens to ticks missed while down.
+
+A :class:`Schedule` says which flow to start (its class and encoded constructor arguments), when
+first (``next_at``) and how often (``every`` seconds; ``None`` for once). Each tick's flow is
+started with the client id :func:`tick_client_id` — the schedule's name and the tick's time — so a
+tick starts at most one flow, whatever crashes happen between starting it and storing the
+schedule's next tick: the repeated start finds the flow that already holds the client id.
+
+Ticks that fell due while the node was down are handled by the schedule's :class:`Missed` policy
+when the node starts again (:func:`due_ticks` with ``recovering=True``); a running node starts each
+tick as it falls due. The rest is the host's: a node arms a timer for :func:`next_wake`, a mock
+node a virtual one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from parley.flows.logic import FlowLogic
+from parley.flows.registry import flow_class_named
+from parley.protocol import codec
+from parley.protocol.errors import FlowUsageError, ParleyError, type_name
+from parley.protocol.records import PutSchedule
+
+__all__ = [
+    "Missed",
+    "Schedule",
+    "ScheduleError",
+    "due_ticks",
+    "flow_of",
+    "make_schedule",
+    "tick_client_id",
+]
+
+#: Longest schedule name (it becomes part of a client id).
+MAX_NAME = 64
+
+
+class ScheduleError(ParleyError):
+    """A schedule can't be made: a bad name, period or flow (the message says which)."""
+
+
+class Missed(StrEnum):
+    """What a node that was down does with the ticks it missed, when it starts again."""
+
+    #: One flow for the latest missed tick (the default: a report that is late, once).
+    RUN_ONCE = "run_once"
+    #: One flow for every missed tick, oldest first.
+    CATCH_UP = "catch_up"
+    #: No flow for missed ticks; the next tick runs on time.
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A flow to start at ``next_at`` and then every ``every`` seconds (``None``: once)."""
+
+    name: str
+    flow_class: str
+    #: ``codec.encode((args, kwargs))`` of the flow's constructor arguments.
+    args: bytes
+    next_at: datetime
+    every: float | None = None
+    missed: Missed = Missed.RUN_ONCE
+
+    def to_record(self) -> PutSchedule:
+        return PutSchedule(
+            self.name,
+            self.flow_class,
+            self.args,
+            self.next_at.timestamp(),
+            self.every,
+            self.missed.value,
+        )
+
+    @classmethod
+    def from_record(cls, record: PutSchedule) -> Schedule:
+        return cls(
+            record.name,
+            record.flow_class,
+            record.args,
+            datetime.fromtimestamp(record.next_at, UTC),
+            record.every,
+            Missed(record.missed),
+        )
+
+
+def make_schedule(
+    name: str,
+    flow: FlowLogic[Any],
+    *,
+    at: datetime,
+    every: float | None = None,
+    missed: Missed | str = Missed.RUN_ONCE,
+) -> Schedule:
+    """A schedule that starts copies of ``flow`` (its class, its constructor arguments).
+
+    Raises:
+        ScheduleError: a bad name, period, policy or time, or arguments that can't be stored.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or ":" in name:
+        raise ScheduleError(f"a schedule name is 1-{MAX_NAME} characters without ':': {name!r}")
+    if not isinstance(flow, FlowLogic):
+        raise ScheduleError(f"a schedule starts a FlowLogic, not {type(flow).__name__}")
+    if every is not None and (
+        isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+    ):
+        raise ScheduleError(f"every must be a number of seconds > 0, got {every!r}")
+    if at.tzinfo is None:
+        raise ScheduleError(f"the first tick needs a time zone: {at!r}")
+    try:
+        policy = Missed(missed)
+    except ValueError:
+        raise ScheduleError(
+            f"missed must be one of {', '.join(m.value for m in Missed)}, not {missed!r}"
+        ) from None
+    args, kwargs = flow._parley_args
+    try:
+        encoded = codec.encode((list(args), kwargs))
+    except ParleyError as exc:
+        raise ScheduleError(
+            f"the arguments of {type_name(type(flow))} can't be stored: {exc}"
+        ) from exc
+    return Schedule(name, type_name(type(flow)), encoded, at, every, policy)
+
+
+def tick_client_id(name: str, tick: datetime) -> str:
+    """The client id of the flow a schedule starts for ``tick``: one flow per tick."""
+    return f"schedule:{name}:{tick.isoformat()}"
+
+
+def flow_of(schedule: Schedule) -> FlowLogic[Any]:
+    """A new flow object for one of the schedule's ticks.
+
+    Raises:
+        FlowUsageError: the flow class is no longer known (its app is not loaded).
+    """
+    cls = flow_class_named(schedule.flow_class)
+    if cls is None:
+        raise FlowUsageError(
+            f"schedule {schedule.name}: flow class {schedule.flow_class} is not loaded"
+        )
+    start: Any = codec.decode(schedule.args)
+    args, kwargs = start
+    flow: FlowLogic[Any] = cls(*args, **kwargs)
+    return flow
+
+
+def due_ticks(
+    schedule: Schedule, now: datetime, *, recovering: bool
+) -> tuple[list[datetime], Schedule | None]:
+    """The ticks to start a flow for at ``now``, and the schedule with its next tick.
+
+    Args:
+        schedule: the schedule as stored.
+        now: the current time.
+        recovering: the node just started: ticks it missed while down follow the schedule's
+            :class:`Missed` policy. A running node starts every due tick (several only when it
+            fell behind).
+
+    Returns:
+        The ticks (oldest first), and the schedule to store next (``None``: a one-shot schedule
+        that is done).
+    """
+    if schedule.next_at > now:
+        return [], schedule
+    if schedule.every is None:
+        return [schedule.next_at], None
+    period = timedelta(seconds=schedule.every)
+    behind = (now - schedule.next_at) / period
+    count = math.floor(behind) + 1
+    ticks = [schedule.next_at + i * period for i in range(count)]
+    following = replace(schedule, next_at=schedule.next_at + count * period)
+    if recovering and schedule.missed is Missed.SKIP:
+        return [], following
+    if recovering and schedule.missed is Missed.RUN_ONCE:
+        return ticks[-1:], following
+    return ticks, following
