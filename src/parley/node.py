@@ -37,8 +37,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Self, TypeVar
 
 import pykka
@@ -64,10 +65,17 @@ from parley.engine.handles import FlowHandle, client_flow_id, shard_of
 from parley.engine.hospital import Admission, Hospital
 from parley.engine.logcontext import install as install_logging
 from parley.engine.outbox import Outgoing
+from parley.engine.schedules import (
+    Missed,
+    Schedule,
+    ScheduleError,
+    Scheduler,
+    make_schedule,
+)
 from parley.engine.timers import TimerService
 from parley.flows.logic import FlowLogic
 from parley.flows.progress import tracker_of
-from parley.flows.registry import FlowRegistry
+from parley.flows.registry import SCHEDULE_MARK, FlowRegistry
 from parley.identity.keys import KeyPair, load_identity
 from parley.identity.netmap import MapEntryError, NetworkMap, NodeEntry
 from parley.identity.service import NodeIdentity
@@ -76,7 +84,7 @@ from parley.protocol import codec
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
-from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry
+from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry, StoreOp
 from parley.rpc.service import RpcService
 from parley.rpc.users import RpcUser
 from parley.store import FlowSummary, SqliteStore
@@ -192,6 +200,8 @@ class Node:
         self._operations: ThreadPoolExecutor | None = None
         self._router: SessionRouter | None = None
         self._draining = False
+        self._scheduler: Scheduler | None = None
+        self._modules: list[ModuleType] = []
         #: Why the node takes no new work (a full or failing disk), until an operator retries.
         self._storage_fault: str | None = None
         self._map: NetworkMap | None = None
@@ -223,6 +233,7 @@ class Node:
             raise
         self.running = True
         self._accepting = True
+        self._start_schedules()
         self._heartbeat.start()
         if config.rpc:
             try:
@@ -243,6 +254,7 @@ class Node:
 
     def _start(self, config: NodeConfig) -> None:
         modules = load_apps(config.apps, config.app_paths)
+        self._modules = list(modules)
         registry = config.registry or FlowRegistry.from_apps(modules)
         identity = self._identity(config)  # before the database: a new node gets a new key
         if self.url is None:
@@ -481,6 +493,9 @@ class Node:
         if self.rpc is not None:  # first: requests still waiting are answered "unavailable"
             self.rpc.stop()
             self.rpc = None
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
             heartbeat.stop()
@@ -615,6 +630,87 @@ class Node:
             SignalFlow(flow_id, name, encoded, reply)
         )
         reply.result(timeout)
+
+    # ---- schedules ------------------------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        flow: FlowLogic[Any],
+        *,
+        every: float | None = None,
+        at: datetime | None = None,
+        missed: Missed | str = Missed.RUN_ONCE,
+    ) -> None:
+        """Start copies of ``flow`` at ``at`` (default: ``every`` seconds from now), then every
+        ``every`` seconds (``None``: once).
+
+        The schedule is stored (a restart keeps it); each tick starts exactly one flow, with the
+        client id ``schedule:<name>:<tick time>``, whatever crashes happen. Ticks missed while the
+        node was down follow ``missed``: ``"run_once"`` (one flow for the latest), ``"catch_up"``
+        (one for each) or ``"skip"``. A schedule of the same name is replaced.
+
+        Raises:
+            ScheduleError: a bad name, period, policy or first tick, or arguments that can't be
+                stored.
+        """
+        self._require()
+        if at is None:
+            if every is None:
+                raise ScheduleError("a schedule needs a first tick (at=) or a period (every=)")
+            at = datetime.now(UTC) + timedelta(seconds=every)
+        schedule = make_schedule(name, flow, at=at, every=every, missed=missed)
+        assert self._scheduler is not None
+        self._scheduler.add(schedule)
+
+    def unschedule(self, name: str) -> bool:
+        """Forget a schedule (its past ticks' flows go on); returns whether there was one."""
+        self._require()
+        assert self._scheduler is not None
+        return self._scheduler.remove(name)
+
+    def schedules(self) -> list[Schedule]:
+        """The node's schedules, with their next ticks."""
+        with SqliteStore(self.db_path, readonly=True) as store:
+            return [Schedule.from_record(r) for r in store.schedules()]
+
+    def _start_schedules(self) -> None:
+        """Recover the stored schedules and add those of the apps' ``@scheduled`` flows."""
+        assert self._timers is not None
+        timers = self._timers
+        self._scheduler = Scheduler(
+            load=self.schedules,
+            start=self._start_tick,
+            commit=self._commit_now,
+            call_at=timers.call_at,
+            now=lambda: datetime.now(UTC),
+        )
+        known = {s.name for s in self.schedules()}
+        for module in self._modules:
+            for value in list(vars(module).values()):
+                mark = getattr(value, SCHEDULE_MARK, None)
+                if mark is None or getattr(value, "__module__", None) != module.__name__:
+                    continue
+                name, every, missed = mark
+                if name not in known:
+                    start = datetime.now(UTC) + timedelta(seconds=every)
+                    self._scheduler.add(
+                        make_schedule(name, value(), at=start, every=every, missed=missed)
+                    )
+        self._scheduler.recover()
+
+    def _start_tick(self, flow: FlowLogic[Any], client_id: str, started_by: str) -> None:
+        self.start_flow(flow, client_id=client_id, started_by=started_by)
+
+    def _commit_now(self, ops: tuple[StoreOp, ...], timeout: float = 30.0) -> None:
+        """Commit ``ops`` through the Persistence actor and wait for it (raises its error)."""
+        persistence = self._persistence
+        if persistence is None:
+            raise NodeError(f"node {self.config.name} is not running")
+        done: Future[BaseException | None] = Future()
+        persistence.tell(Commit(ops, done.set_result))
+        error = done.result(timeout)
+        if error is not None:
+            raise error
 
     def drain(self) -> None:
         """Stop taking new work, let running flows finish (for an upgrade).

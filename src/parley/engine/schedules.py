@@ -14,7 +14,10 @@ node a virtual one.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -24,17 +27,20 @@ from parley.flows.logic import FlowLogic
 from parley.flows.registry import flow_class_named
 from parley.protocol import codec
 from parley.protocol.errors import FlowUsageError, ParleyError, type_name
-from parley.protocol.records import PutSchedule
+from parley.protocol.records import DeleteSchedule, PutSchedule, StoreOp
 
 __all__ = [
     "Missed",
     "Schedule",
     "ScheduleError",
+    "Scheduler",
     "due_ticks",
     "flow_of",
     "make_schedule",
     "tick_client_id",
 ]
+
+log = logging.getLogger("parley.schedules")
 
 #: Longest schedule name (it becomes part of a client id).
 MAX_NAME = 64
@@ -180,3 +186,78 @@ def due_ticks(
     if recovering and schedule.missed is Missed.RUN_ONCE:
         return ticks[-1:], following
     return ticks, following
+
+
+class Scheduler:
+    """Runs a node's schedules on real time: recovers them at start, starts each tick's flow.
+
+    Thread-safe (timer callbacks and API calls may come from any thread). The host gives it:
+
+    Args:
+        load: reads the stored schedules.
+        start: starts a flow with a client id and returns once it is durable (or raises).
+        commit: stores schedule records durably (raises on failure).
+        call_at: calls a function at a time (on some thread).
+        now: the current time.
+    """
+
+    def __init__(
+        self,
+        *,
+        load: Callable[[], list[Schedule]],
+        start: Callable[[FlowLogic[Any], str, str], None],
+        commit: Callable[[tuple[StoreOp, ...]], None],
+        call_at: Callable[[datetime, Callable[[], None]], None],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._load, self._start, self._commit = load, start, commit
+        self._call_at, self._now = call_at, now
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def recover(self) -> None:
+        """Handle the ticks missed while the node was down, then arm every schedule."""
+        for schedule in self._load():
+            self._run(schedule.name, recovering=True)
+
+    def add(self, schedule: Schedule) -> None:
+        with self._lock:
+            self._commit((schedule.to_record(),))
+        self._arm(schedule)
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            known = any(s.name == name for s in self._load())
+            self._commit((DeleteSchedule(name),))
+        return known
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _arm(self, schedule: Schedule) -> None:
+        self._call_at(schedule.next_at, lambda: self._run(schedule.name, recovering=False))
+
+    def _run(self, name: str, *, recovering: bool) -> None:
+        if self._stopped:
+            return
+        with self._lock:
+            stored = next((s for s in self._load() if s.name == name), None)
+            if stored is None:
+                return  # removed meanwhile
+            ticks, following = due_ticks(stored, self._now(), recovering=recovering)
+            try:
+                for tick in ticks:
+                    self._start(flow_of(stored), tick_client_id(name, tick), f"schedule {name}")
+                if following is None:
+                    self._commit((DeleteSchedule(name),))
+                elif following != stored:
+                    self._commit((following.to_record(),))
+            except Exception:
+                # The ticks stay due (the schedule did not move on): they run at the next start
+                # of the node, or at the next try below, each with its client id.
+                log.exception("schedule %s: starting its flow failed; trying again in 10 s", name)
+                again = self._now() + timedelta(seconds=10)
+                self._call_at(again, lambda: self._run(name, recovering=False))
+                return
+        if following is not None and not self._stopped:
+            self._arm(following)
