@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from parley.cli.flow import flow_app
 from parley.cli.health import node_health
+from parley.cli.hospital import hospital_app
+from parley.cli.nats import nats_app
 from parley.cli.network import OPERATOR_PUBLIC_FILE, check_name, fail, hint, network_app
+from parley.cli.users import add_user, load_users
 from parley.cli.wire import wire_app
 
 if TYPE_CHECKING:
@@ -30,6 +34,9 @@ node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_
 app.add_typer(node_app, name="node")
 node_app.command("health")(node_health)
 app.add_typer(network_app, name="network")
+app.add_typer(flow_app, name="flow")
+app.add_typer(hospital_app, name="hospital")
+app.add_typer(nats_app, name="nats")
 app.add_typer(wire_app, name="wire")
 
 #: Keys a ``parley.toml`` may set under ``[node]`` (the same names as the flags).
@@ -48,6 +55,7 @@ CONFIG_KEYS = {
     "nats_tls_ca",
     "nats_tls_cert",
     "nats_tls_key",
+    "rpc",
 }
 
 
@@ -83,8 +91,30 @@ def node_init(
     data_dir: Annotated[
         Path | None, typer.Option(help="The node's directory (default: ./<name>).")
     ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="Also make a \\[\\[users]] entry for this RPC user.")
+    ] = None,
+    permissions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--permission",
+            help="The user's permission (repeatable): StartFlow.<module:Class>, KillFlow, "
+            "ReadFlows, Signal, Hospital or ALL.",
+        ),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="PARLEY_PASSWORD", help="The user's password (else asked for)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Append the user's entry to this parley.toml.")
+    ] = None,
 ) -> None:
-    """Create the node's identity key if it has none, and print its public key (U...)."""
+    """Create the node's identity key if it has none, and print its public key (U...).
+
+    With --user, also hash a password for an RPC user and print its \\[\\[users]] entry
+    (or append it to --config).
+    """
     # Imported here: the key code pulls in PyNaCl, which `parley --help` does not need.
     from parley.identity.keys import IDENTITY_FILE, IdentityError, load_identity  # noqa: PLC0415
 
@@ -104,6 +134,8 @@ def node_init(
         f"`parley network admit {name} {key.public_key}`; run it with --operator-key "
         f"(the operator's {OPERATOR_PUBLIC_FILE} or key)"
     )
+    if user is not None:
+        add_user(user, list(permissions or []), password, config)
 
 
 @node_app.command("run")
@@ -174,6 +206,10 @@ def node_run(
     nats_tls_key: Annotated[
         Path | None, typer.Option(help="TLS: the client certificate's key (PEM).")
     ] = None,
+    rpc: Annotated[
+        bool | None,
+        typer.Option("--rpc/--no-rpc", help="Serve RPC to --config's \\[\\[users]] (default)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run a node until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
@@ -194,8 +230,10 @@ def node_run(
         "nats_tls_ca": nats_tls_ca,
         "nats_tls_cert": nats_tls_cert,
         "nats_tls_key": nats_tls_key,
+        "rpc": rpc,
     }
     settings.update({k: v for k, v in flags.items() if v is not None})
+    settings["rpc_users"] = load_users(config) if config else []
     if not settings.get("name"):
         raise typer.BadParameter(
             "a node needs a name (--name or name in parley.toml)", param_hint="--name"
@@ -248,6 +286,8 @@ def _node_config(settings: dict[str, Any]) -> NodeConfig:
     if not isinstance(nkey, bool):
         fail(f"nats_nkey must be true or false, not {nkey!r}", 2)
     operator = settings.get("operator_key")
+    if not isinstance(settings.get("rpc", True), bool):
+        fail(f"rpc must be true or false, not {settings['rpc']!r}", 2)
     try:
         return NodeConfig(
             name=node_name,
@@ -265,6 +305,8 @@ def _node_config(settings: dict[str, Any]) -> NodeConfig:
             nats_tls_ca=tls["nats_tls_ca"],
             nats_tls_cert=tls["nats_tls_cert"],
             nats_tls_key=tls["nats_tls_key"],
+            rpc=settings.get("rpc", True),
+            rpc_users=settings.get("rpc_users", []),
         )
     except (ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -226,9 +226,11 @@ class AsyncRpcClient:
                     "result", {"flow_id": flow_id, "timeout": wait}, timeout=wait + self.timeout
                 )
                 return FlowOutcome.from_wire(flow_id, reply)
-            except RpcTimeout:  # not finished within this slice
-                if left is not None and left <= _RESULT_SLICE:
-                    raise
+            except RpcTimeout as exc:  # not finished within this slice
+                if timeout is not None and left is not None and left <= _RESULT_SLICE:
+                    raise RpcTimeout(
+                        f"flow {flow_id} has not finished within {timeout:g} s", flow_id=flow_id
+                    ) from exc
             except (NodeUnavailable, NodeUnreachable):  # a node restarting: ask again
                 if deadline is not None and time.monotonic() >= deadline:
                     raise

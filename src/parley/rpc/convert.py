@@ -38,7 +38,7 @@ from parley.flows.marks import FLOW_CLASSES, RPC_MARK
 from parley.protocol.errors import type_name
 from parley.rpc.errors import BadArgument, NotStartable, UnknownFlowClass
 
-__all__ = ["build_flow", "resolve_flow_class", "startable_flow_names"]
+__all__ = ["build_flow", "parse_text", "resolve_flow_class", "startable_flow_names"]
 
 _TRUE: Final = frozenset({"true", "yes", "y", "1", "on"})
 _FALSE: Final = frozenset({"false", "no", "n", "0", "off"})
@@ -183,6 +183,19 @@ def _show(value: object) -> str:
 
 
 # ---------------------------------------------------------------------- text -> value
+
+
+def parse_text(text: str, hint: Any) -> object:
+    """``text`` as a value of type ``hint``, converted as flow arguments are.
+
+    Raises:
+        ValueError: it does not fit (the message names the type expected).
+    """
+    try:
+        return _from_text(text, hint)
+    except _Mismatch as exc:
+        where = f" at {exc.path}" if exc.path else ""
+        raise ValueError(f"expected {exc.expected}{where}, got {_show(exc.got)}") from None
 
 
 def _from_text(text: str, hint: Any) -> object:

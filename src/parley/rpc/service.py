@@ -116,6 +116,11 @@ class RpcService:
         """The nats.micro instance id (``$SRV.INFO.parley-<node>.<id>``), once started."""
         return self._service.id if self._service is not None else None
 
+    @property
+    def pending(self) -> int:
+        """Requests being answered now (those waiting for a flow among them)."""
+        return len(self._tasks)
+
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> RpcService:
         """Connect and serve; returns once every endpoint is subscribed.

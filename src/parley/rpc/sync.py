@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -134,7 +134,7 @@ class RpcClient:
     def outcome(self, flow_id: str, timeout: float | None = None) -> FlowOutcome:
         return self._run(self.aio.outcome(flow_id, timeout))
 
-    def track(self, flow_id: str) -> Iterator[ProgressUpdate]:
+    def track(self, flow_id: str) -> Generator[ProgressUpdate, None, None]:
         """The flow's progress: a snapshot, then every change, ending with the result."""
         return self._iterate(self.aio.track(flow_id))
 
@@ -143,8 +143,8 @@ class RpcClient:
 
     def watch_flows(
         self, status: str | None = None, flow_class: str | None = None
-    ) -> Iterator[list[FlowRow]]:
-        """The flow list now, then after every change (stop by leaving the loop)."""
+    ) -> Generator[list[FlowRow], None, None]:
+        """The flow list now, then after every change (``close()`` it, or leave the loop)."""
         return self._iterate(self.aio.watch_flows(status, flow_class))
 
     def kill_flow(self, flow_id: str) -> None:
@@ -168,7 +168,7 @@ class RpcClient:
     def stats(self) -> dict[str, Any]:
         return self._run(self.aio.stats())
 
-    def _iterate(self, source: Any) -> Iterator[Any]:
+    def _iterate(self, source: Any) -> Generator[Any, None, None]:
         """Items of an async iterator, pumped on the client's loop into this thread."""
         loop = self._loop
         if loop is None:
@@ -187,7 +187,7 @@ class RpcClient:
         return _drain(items, asyncio.run_coroutine_threadsafe(pump(), loop))
 
 
-def _drain(items: queue.Queue[object], pump: Any) -> Iterator[Any]:
+def _drain(items: queue.Queue[object], pump: Any) -> Generator[Any, None, None]:
     try:
         while True:
             item = items.get()
@@ -218,7 +218,7 @@ class RpcFlowHandle:
     def outcome(self, timeout: float | None = None) -> FlowOutcome:
         return self._client.outcome(self.flow_id, timeout)
 
-    def progress(self) -> Iterator[ProgressUpdate]:
+    def progress(self) -> Generator[ProgressUpdate, None, None]:
         """The current progress tree, then every change, ending with the result."""
         return self._client.track(self.flow_id)
 

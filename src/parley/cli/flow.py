@@ -1,0 +1,410 @@
+"""``parley flow``: start, follow, list, kill and signal flows on a running node, over its RPC.
+
+Rules:
+
+* Every command talks to one node's RPC service through NATS (``docs/rpc.md``): ``--nats``
+  (``PARLEY_NATS_URL``), ``--user`` (``PARLEY_USER``) and ``--password`` (``PARLEY_PASSWORD``;
+  asked for on a terminal when a user is given without one). ``flow start`` names the node as its
+  first argument, the other commands take ``--node`` (``PARLEY_NODE``).
+* ``flow start`` passes its arguments as text; the node converts them with the flow
+  constructor's annotations (``int``, ``Decimal``, ``bool``, ``datetime``, JSON for lists and
+  ``@serializable`` dataclasses) and refuses one that does not fit, naming the parameter and its
+  type. Use ``--`` before an argument that starts with ``-``.
+* Errors are one line on stderr, saying what to do: exit code 2 for what the request got wrong
+  (an unknown flow class, with the closest names; an argument that does not fit; a signal of the
+  wrong type), 1 for the situation (the node not reachable, with the URL; a permission refused,
+  naming it; a timeout; a flow that failed). ``--debug`` shows the traceback instead.
+* ``--json`` prints JSON on stdout (see :mod:`parley.cli.render`).
+* Heavy imports (NATS, the codec, rich) happen inside the commands, so ``parley --help`` stays
+  fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from parley.cli.network import check_name, fail, hint
+
+if TYPE_CHECKING:
+    from parley.rpc.models import FlowOutcome
+    from parley.rpc.sync import RpcClient
+
+flow_app = typer.Typer(
+    help="Start, follow, list, kill and signal flows on a running node (over its RPC service).",
+    no_args_is_help=True,
+)
+
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+STATUSES = ("RUNNABLE", "HOSPITALIZED", "COMPLETED", "FAILED", "KILLED")
+SIGNAL_TYPES = ("auto", "str", "int", "float", "decimal", "bool", "datetime", "date", "json")
+
+
+def _statuses(incomplete: str) -> list[str]:
+    return [s for s in STATUSES if s.startswith(incomplete.upper())]
+
+
+NatsOption = Annotated[
+    str,
+    typer.Option("--nats", envvar="PARLEY_NATS_URL", help="The NATS server(s) the node uses."),
+]
+UserOption = Annotated[
+    str | None,
+    typer.Option(
+        "--user", envvar="PARLEY_USER", help="RPC user (a \\[\\[users]] entry of the node config)."
+    ),
+]
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        envvar="PARLEY_PASSWORD",
+        help="The user's password (asked for on a terminal when missing).",
+    ),
+]
+NodeOption = Annotated[
+    str, typer.Option("--node", "-n", envvar="PARLEY_NODE", help="The node to ask.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each answer.")
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """How a command reaches a node's RPC service (the options every RPC command takes)."""
+
+    node: str
+    nats: str
+    user: str | None
+    password: str | None
+    timeout: float
+    debug: bool
+
+    @classmethod
+    def of(
+        cls,
+        node: str,
+        nats: str,
+        user: str | None,
+        password: str | None,
+        timeout: float,
+        debug: bool,
+    ) -> Rpc:
+        check_name(node)
+        if user and password is None and sys.stdin.isatty():
+            password = typer.prompt(f"password of {user}", hide_input=True)
+        return cls(node, nats, user, password, timeout, debug)
+
+
+@contextmanager
+def connected(rpc: Rpc) -> Iterator[RpcClient]:
+    """A client of the node; its errors become one-line messages and exit codes."""
+    from parley.rpc.errors import RpcError  # noqa: PLC0415 (nats-py, the codec)
+    from parley.rpc.sync import RpcClient  # noqa: PLC0415
+
+    try:
+        with RpcClient(
+            rpc.nats, rpc.node, user=rpc.user, password=rpc.password, timeout=rpc.timeout
+        ) as client:
+            yield client
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except RpcError as exc:
+        if rpc.debug:
+            raise
+        fail(exc.message, 2 if exc.bad_input else 1)
+    except Exception as exc:
+        if rpc.debug:
+            raise
+        fail(f"{type(exc).__name__}: {exc} (--debug shows the traceback)")
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@flow_app.command("start")
+def flow_start(
+    node: Annotated[str, typer.Argument(help="The node that runs the flow.")],
+    flow: Annotated[
+        str, typer.Argument(help="The flow class: module:Class, or Class when unique there.")
+    ],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="Constructor arguments (JSON for lists and dataclasses)."),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="The same id gives the same flow and result (retries, restarts)."),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch/--no-watch", help="Follow its progress, then print its result."),
+    ] = True,
+    as_json: JsonOption = False,
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Start FLOW on NODE with ARGS; with --watch, show its progress and its result."""
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    with connected(rpc) as client:
+        handle = client.start_flow(flow, list(args or []), client_id=client_id, text=True)
+        started = {"flow_id": handle.flow_id, "flow": handle.flow, "client_id": client_id}
+        if not watch:
+            if as_json:
+                _dump(started)
+            else:
+                typer.echo(handle.flow_id)
+                hint(
+                    f"started {handle.flow} as {handle.flow_id} on {node}; follow it with "
+                    f"`parley flow watch {handle.flow_id} --node {node}`"
+                )
+            return
+        code = _follow(client, handle.flow_id, f"{handle.flow} {handle.flow_id}", as_json, started)
+    raise typer.Exit(code)
+
+
+@flow_app.command("watch")
+def flow_watch(
+    flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
+    node: NodeOption,
+    as_json: JsonOption = False,
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Show a flow's progress until it ends, then its result."""
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    with connected(rpc) as client:
+        code = _follow(client, flow_id, f"flow {flow_id}", as_json, {"flow_id": flow_id})
+    raise typer.Exit(code)
+
+
+@flow_app.command("result")
+def flow_result(
+    flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
+    node: NodeOption,
+    wait: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds to wait for the end (default: as long as it takes)."),
+    ] = None,
+    as_json: JsonOption = False,
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Print a flow's result once it ends (exit code 1 if it failed or was killed)."""
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    with connected(rpc) as client:
+        outcome = client.outcome(flow_id, wait)
+    raise typer.Exit(_print_outcome(outcome, as_json, {"flow_id": flow_id}))
+
+
+@flow_app.command("list")
+def flow_list(
+    node: NodeOption,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only flows with this status.", autocompletion=_statuses),
+    ] = None,
+    flow_class: Annotated[
+        str | None, typer.Option("--class", help="Only flows of this class (or class name).")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show every change (Ctrl-C ends).")
+    ] = False,
+    as_json: JsonOption = False,
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """List the node's flows: id, class, status, step, what it waits for, since when."""
+    if status is not None and status.upper() not in STATUSES:
+        fail(f"--status {status!r} is not a status: use one of {', '.join(STATUSES)}", 2)
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    from parley.cli.render import flow_table  # noqa: PLC0415 (rich is slow to import)
+
+    title = f"Flows on {node}" + (f" ({status.upper()})" if status else "")
+    with connected(rpc) as client:
+        if not watch:
+            rows = client.list_flows(status, flow_class)
+            if as_json:
+                _dump([row.as_dict() for row in rows])
+            elif rows:
+                _console().print(flow_table(rows, title))
+            else:
+                hint(f"no flows on {node}" + (f" with status {status.upper()}" if status else ""))
+            return
+        _watch_list(client, status, flow_class, title, as_json)
+
+
+def _watch_list(
+    client: RpcClient, status: str | None, flow_class: str | None, title: str, as_json: bool
+) -> None:
+    from parley.cli.render import flow_table  # noqa: PLC0415 (rich is slow to import)
+
+    updates = client.watch_flows(status, flow_class)
+    if as_json:
+        for rows in updates:
+            typer.echo(json.dumps([row.as_dict() for row in rows]))
+        return
+    console = _console()
+    if not console.is_terminal:
+        for rows in updates:
+            console.print(flow_table(rows, title))
+        return
+    from rich.live import Live  # noqa: PLC0415 (only on a terminal)
+
+    with Live(console=console, refresh_per_second=4) as live:
+        for rows in updates:
+            live.update(flow_table(rows, title))
+
+
+@flow_app.command("kill")
+def flow_kill(
+    flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
+    node: NodeOption,
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Kill a flow: it ends with KilledFlowException and its counterparties are told."""
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    with connected(rpc) as client:
+        client.kill_flow(flow_id)
+    typer.echo(f"killed flow {flow_id} on {node}")
+
+
+@flow_app.command("signal")
+def flow_signal(
+    flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
+    name: Annotated[str, typer.Argument(help="The signal's name (what the flow waits for).")],
+    value: Annotated[str, typer.Argument(help="Its value (JSON when it parses, else text).")],
+    node: NodeOption,
+    as_type: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help=f"How to read VALUE: {', '.join(SIGNAL_TYPES)}.",
+            autocompletion=lambda: list(SIGNAL_TYPES),
+        ),
+    ] = "auto",
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Send a flow waiting for a person the signal NAME with VALUE."""
+    payload = _signal_value(value, as_type)
+    rpc = Rpc.of(node, nats, user, password, timeout, debug)
+    with connected(rpc) as client:
+        client.signal(flow_id, name, payload)
+    typer.echo(f"signal {name} sent to flow {flow_id} on {node}")
+
+
+def _signal_value(value: str, as_type: str) -> object:
+    """VALUE read as ``--type`` says (``auto``: JSON when it parses as JSON, else the text)."""
+    from datetime import date, datetime  # noqa: PLC0415 (only this command reads types)
+    from decimal import Decimal  # noqa: PLC0415
+
+    from parley.rpc.convert import parse_text  # noqa: PLC0415 (the flow API)
+
+    if as_type == "auto":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if as_type == "json":
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            fail(f"VALUE is not JSON: {exc}", 2)
+    types: dict[str, Any] = {
+        "str": str,
+        "int": int,
+        "float": float,
+        "decimal": Decimal,
+        "bool": bool,
+        "datetime": datetime,
+        "date": date,
+    }
+    if as_type not in types:
+        fail(f"--type {as_type!r} is not one of {', '.join(SIGNAL_TYPES)}", 2)
+    try:
+        return parse_text(value, types[as_type])
+    except ValueError as exc:
+        fail(f"VALUE {exc}", 2)
+
+
+# ---------------------------------------------------------------------- following a flow
+
+
+def _follow(
+    client: RpcClient, flow_id: str, title: str, as_json: bool, facts: dict[str, Any]
+) -> int:
+    """Show the flow's progress until it ends, then its outcome; returns the exit code."""
+    from parley.cli.render import LineProgress, LiveProgress, steps_json  # noqa: PLC0415 (rich)
+
+    live = not as_json and sys.stderr.isatty()
+    progress = LiveProgress(title) if live else LineProgress(quiet=as_json)
+    if not live and not as_json:
+        hint(title)
+    outcome = None
+    try:
+        for update in client.track(flow_id):
+            progress.update(update)
+            outcome = update.outcome or outcome
+    finally:
+        progress.close()
+    if outcome is None:
+        fail(f"the progress of flow {flow_id} ended without its outcome: try `parley flow result`")
+    return _print_outcome(outcome, as_json, {**facts, "steps": steps_json(progress.printed)})
+
+
+def _print_outcome(outcome: FlowOutcome, as_json: bool, facts: dict[str, Any]) -> int:
+    from parley.cli.render import outcome_json, outcome_text  # noqa: PLC0415 (rich)
+
+    if as_json:
+        _dump({**facts, **outcome_json(outcome)})
+    elif outcome.completed:
+        typer.echo(outcome_text(outcome))
+    else:
+        typer.secho(f"error: {outcome_text(outcome)}", err=True, fg="red")
+    return 0 if outcome.completed else 1
+
+
+def _dump(document: object) -> None:
+    from parley.cli.render import dump  # noqa: PLC0415 (rich)
+
+    dump(document)
+
+
+def _console() -> Any:
+    from rich.console import Console  # noqa: PLC0415 (rich is slow to import)
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe or a file: room for whole ids and waits, no folding
+        console = Console(highlight=False, width=max(console.width, 200))
+    return console
