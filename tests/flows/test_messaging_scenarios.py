@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from parley import (
     UnexpectedFlowEndException,
     initiating_flow,
 )
+from parley.engine.inits import MAX_HELD_PER_PEER
 from parley.flows.progress import ProgressChange, ProgressTracker, Step
 from parley.protocol import codec, ids
 from parley.protocol.messages import Confirm, Data, End, Envelope, Error, Init, Reject
@@ -394,13 +397,70 @@ def test_an_unknown_flow_class_is_held_for_observation_until_dropped(
     net.run_network()
     assert [type(t.message).__name__ for t in net.transfers] == ["Init"]
     assert len(bob.runtime.held_inits) == 1
-    assert len(bob.in_flight) == 1  # held un-acked
+    assert not bob.in_flight  # stored and acked: held inits can't fill the node's consumer
+    assert len(bob.store.held_inits()) == 1
+    bob = net.restart_node(bob)  # still not deployed: held again, from the store
+    net.run_network()
     (held_id,) = bob.runtime.held_inits
     assert bob.kill_flow(held_id) is True
     net.run_network()
     reject = net.published[-1].message
     assert isinstance(reject, Reject)
     assert reject.reason == "Don't know not.a.real:Class"
+    assert not bob.in_flight
+    assert bob.store.held_inits() == []
+
+
+def test_a_held_init_is_admitted_when_the_node_restarts_with_the_app(
+    net: MockNetwork, bob: MockNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = f"late_app_{tmp_path.name.replace('-', '_')}"
+    _init_from(net, "mallory", "bob", f"{module}:Late")
+    net.run_network()
+    assert len(bob.runtime.held_inits) == 1
+    # the app is deployed: its module can be imported now, and the node restarts
+    (tmp_path / f"{module}.py").write_text(LATE_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    deployed = importlib.import_module(module)
+    bob.registry.register(deployed.Late, deployed.LateResponder)
+    bob = net.restart_node(bob)
+    net.run_network()
+    confirms = [t for t in net.published if isinstance(t.message, Confirm)]
+    assert [t.recipient for t in confirms] == ["mallory"]
+    assert bob.runtime.held_inits == {}
+
+
+LATE_APP = """
+from parley import FlowLogic, FlowSession, initiated_by, initiating_flow
+
+
+@initiating_flow
+class Late(FlowLogic[None]):
+    async def call(self) -> None: ...
+
+
+@initiated_by(Late)
+class LateResponder(FlowLogic[None]):
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        await self.session.send("hello")
+        await self.sleep(60)
+"""
+
+
+def test_a_peer_with_too_many_inits_held_gets_the_next_rejected(
+    net: MockNetwork, bob: MockNode
+) -> None:
+    for n in range(MAX_HELD_PER_PEER + 1):
+        init = Init(f"{n:032d}.0", "not.a.real:Class", 1, "tests", None)
+        env = Envelope(ids.message_id(init.initiator_session, 0), "mallory", "bob", init)
+        net.inject("bob", encode(env))
+    net.run_network()
+    assert len(bob.runtime.held_inits) == MAX_HELD_PER_PEER
+    rejects = [t for t in net.published if isinstance(t.message, Reject)]
+    assert len(rejects) == 1
     assert not bob.in_flight
 
 

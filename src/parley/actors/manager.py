@@ -13,7 +13,6 @@ worker that owns it directly, one thread hop less on the hot path.)
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -112,11 +111,11 @@ class FlowManager(Actor):
     def _restore_all(self) -> list[Future[int]]:
         with SqliteStore(self.db_path, readonly=True) as store:
             flow_ids = store.runnable_flow_ids()
-        by_worker: dict[int, list[str]] = defaultdict(list)
+        by_worker: dict[int, list[str]] = {index: [] for index in range(len(self.workers))}
         for flow_id in flow_ids:
             by_worker[shard_of(flow_id, len(self.workers))].append(flow_id)
         futures: list[Future[int]] = []
-        for index, ids in by_worker.items():
+        for index, ids in by_worker.items():  # every worker: each also re-admits its held inits
             future: Future[int] = Future()
             self.workers[index].tell(RestoreFlows(tuple(ids), future))
             futures.append(future)

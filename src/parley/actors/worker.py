@@ -398,6 +398,8 @@ class FlowWorker(Actor):
                 self._start(runtime, message)
             case RestoreFlows(flow_ids=flow_ids, reply=reply, handles=handles):
                 reply.set_result(runtime.restore_flows(flow_ids))
+                shards, index = self.services.shards, self.index
+                runtime.readmit_held(lambda flow_id: shard_of(flow_id, shards) == index)
                 if handles:
                     runtime.adopt_handles(handles)
             case KillFlow(flow_id=flow_id, reply=reply):

@@ -69,6 +69,7 @@ from parley.protocol.events import (
     FlowFailed,
     FlowFinished,
     InitiateFlow,
+    SessionMessageDelivered,
     SubFlowEntered,
     SubFlowLeft,
     Suspended,
@@ -359,8 +360,10 @@ class FlowDriver:
         return events
 
     def post(self, event: Event) -> None:
-        """Queue an event for this flow."""
+        """Queue an event for this flow (a message for a flow that ended is acked and dropped)."""
         if self.done:
+            if isinstance(event, SessionMessageDelivered) and event.delivery is not None:
+                self.host.ack((event.delivery,))
             return
         self.mailbox.append(event)
         if self._blocked is None:

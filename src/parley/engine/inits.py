@@ -5,8 +5,10 @@ in one of four ways (:meth:`SessionInits.admit`):
 
 * a copy of an init whose responder already ran to its first commit (the processed-inits table
   knows it) is acked and dropped;
-* an init for a class this node has never heard of is *held*, un-acked, for observation: the app
-  may not be deployed yet. An operator retries it (a restart) or kills it, which rejects it;
+* an init for a class this node has never heard of is *held* for observation: the app may not be
+  deployed yet. It is stored in the database and acked (so held inits can't fill the node's
+  consumer), admitted again at the node's next start, or rejected when an operator kills it; a
+  peer with too many inits held gets further ones rejected at once;
 * an init the registry refuses (the class is loaded but is not a flow, or has no responder here),
   an init whose flow version the responder does not serve (see "Version negotiation" in
   :mod:`parley.flows.registry`), or one whose responder's constructor fails, is rejected: the
@@ -30,13 +32,26 @@ from parley.flows.logic import FlowLogic
 from parley.flows.marks import frame_for
 from parley.flows.registry import FlowRegistry, SessionInitRejected, UnknownFlowClass
 from parley.protocol import codec, ids
-from parley.protocol.messages import Envelope, FlowInfo, Init, Reject
-from parley.protocol.records import PutFlowStart, StartKind
+from parley.protocol.errors import DeserializationError
+from parley.protocol.messages import (
+    Envelope,
+    FlowInfo,
+    Init,
+    Reject,
+    decode_envelope,
+    encode_envelope,
+)
+from parley.protocol.records import DeleteHeldInit, PutFlowStart, PutHeldInit, StartKind, StoreOp
 from parley.protocol.state import FlowState, new_responder
 from parley.store import SqliteStore
 
 log = logging.getLogger("parley.runtime")
 
+#: Inits held for observation from one peer at most; beyond, its inits are rejected.
+MAX_HELD_PER_PEER = 100
+
+#: Commits store operations; calls back with the error (or None).
+Commit = Callable[[tuple[StoreOp, ...], Callable[[BaseException | None], None]], None]
 #: Publishes envelopes; called with the error (or None) once they are acknowledged.
 Send = Callable[[tuple[Envelope, ...], Callable[[BaseException | None], None]], None]
 
@@ -51,14 +66,18 @@ class SessionInits:
         registry: FlowRegistry,
         send: Send,
         ack: Callable[[object], None],
+        *,
+        commit: Commit | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
         self.registry = registry
         self._send = send
         self._ack = ack
-        #: Inits for flows this node doesn't know, by responder flow id, held un-acked.
-        self.held: dict[str, tuple[Envelope, object]] = {}
+        self._commit = commit
+        #: Inits for flows this node doesn't know, by responder flow id: stored (and acked), so
+        #: that a peer can't fill the node's consumer with them; re-admitted at the next start.
+        self.held: dict[str, Envelope] = {}
 
     def admit(
         self, envelope: Envelope, init: Init, delivery: object
@@ -72,8 +91,7 @@ class SessionInits:
         try:
             found = self.registry.responder_for(init.flow_class)
         except UnknownFlowClass as exc:
-            log.warning("keeping session-init %s for observation: %s", envelope.id, exc)
-            self.held[flow_id] = (envelope, delivery)
+            self._hold(flow_id, envelope, delivery, exc)
             return None
         except SessionInitRejected as exc:
             self.reject(envelope, init, str(exc), delivery)
@@ -113,17 +131,72 @@ class SessionInits:
         )
         log.info("rejecting session-init %s from %s: %s", envelope.id, envelope.sender, reason)
         self._send((out,), _log_publish_error)
-        self._ack(delivery)
+        if delivery is not None:
+            self._ack(delivery)
+
+    def _hold(
+        self, flow_id: str, envelope: Envelope, delivery: object, exc: UnknownFlowClass
+    ) -> None:
+        """Keep an init for a class this node doesn't know, for observation: stored, then acked.
+
+        The app may not be deployed yet: the init is admitted again at the node's next start. A
+        copy of an init already held is acked and dropped; a peer that has more than
+        :data:`MAX_HELD_PER_PEER` inits held gets further ones rejected.
+        """
+        init = envelope.body
+        assert isinstance(init, Init)
+        if flow_id in self.held:
+            log.info("dropping a copy of held session-init %s", envelope.id)
+            self._ack(delivery)
+            return
+        held_from_peer = sum(1 for e in self.held.values() if e.sender == envelope.sender)
+        if self._commit is None or held_from_peer >= MAX_HELD_PER_PEER:
+            reason = f"Don't know {init.flow_class}"
+            if self._commit is not None:
+                log.warning("%s has %d inits held already", envelope.sender, held_from_peer)
+            self.reject(envelope, init, reason, delivery)
+            return
+        log.warning("keeping session-init %s for observation: %s", envelope.id, exc)
+        self.held[flow_id] = envelope
+
+        def stored(error: BaseException | None) -> None:
+            if error is None:
+                self._ack(delivery)  # it is in the database now
+            else:
+                self.held.pop(flow_id, None)  # not acked: JetStream delivers it again
+                log.warning("storing held session-init %s failed: %r", envelope.id, error)
+
+        self._commit((PutHeldInit(flow_id, envelope.sender, encode_envelope(envelope)),), stored)
+
+    def held_envelopes(self) -> list[Envelope]:
+        """The inits held in the database (to admit again at start); unreadable ones dropped."""
+        found = []
+        for _, data in self.store.held_inits():
+            try:
+                found.append(decode_envelope(data))
+            except DeserializationError as exc:
+                log.warning("dropping a held session-init that no longer decodes: %s", exc)
+        return found
+
+    def release(self, flow_id: str) -> None:
+        """Forget a held init (admitted now, or rejected)."""
+        if self.held.pop(flow_id, None) is not None and self._commit is not None:
+            self._commit((DeleteHeldInit(flow_id),), _log_commit_error)
 
     def drop_held(self, flow_id: str) -> bool:
         """Reject a session-init held for observation (an operator killed it)."""
-        held = self.held.pop(flow_id, None)
-        if held is None:
+        envelope = self.held.get(flow_id)
+        if envelope is None:
             return False
-        envelope, delivery = held
+        self.release(flow_id)
         assert isinstance(envelope.body, Init)
-        self.reject(envelope, envelope.body, f"Don't know {envelope.body.flow_class}", delivery)
+        self.reject(envelope, envelope.body, f"Don't know {envelope.body.flow_class}", None)
         return True
+
+
+def _log_commit_error(error: BaseException | None) -> None:
+    if error is not None:
+        log.warning("forgetting a held session-init failed: %r", error)
 
 
 def _log_publish_error(error: BaseException | None) -> None:

@@ -134,7 +134,9 @@ class FlowRuntime:
         self.hospital: HospitalPort = hospital or Hospital(random=ports.random)
         #: Every flow this runtime keeps something about (see :mod:`parley.engine.records`).
         self.flows = FlowTable()
-        self.inits = SessionInits(identity, store, self.registry, ports.send, self._ack)
+        self.inits = SessionInits(
+            identity, store, self.registry, ports.send, self._ack, commit=ports.commit
+        )
         #: The run queue: drivers with events to process, in the order they became ready.
         self._ready: dict[str, FlowDriver] = {}
         self._scheduled = False
@@ -394,9 +396,32 @@ class FlowRuntime:
             driver.post(DoRemainingWork())
 
     @property
-    def held_inits(self) -> dict[str, tuple[Envelope, object]]:
-        """Session-inits for flows this node doesn't know, held un-acked for observation."""
+    def held_inits(self) -> dict[str, Envelope]:
+        """Session-inits for flows this node doesn't know, held (stored) for observation."""
         return self.inits.held
+
+    def readmit_held(self, mine: Callable[[str], bool] = lambda flow_id: True) -> int:
+        """Admit again the stored session-inits held for observation (a node's start: the app
+        may be deployed now). Returns how many were admitted.
+
+        ``mine`` picks this runtime's flows (a node's workers share one database). An init whose
+        responder already committed its first checkpoint is forgotten.
+        """
+        admitted = 0
+        for envelope in self.inits.held_envelopes():
+            init = envelope.body
+            if not isinstance(init, Init):
+                continue
+            flow_id = responder_flow_id(envelope.sender, init.initiator_session)
+            if not mine(flow_id) or self.is_live(flow_id):
+                continue
+            if self.store.processed_init(envelope.sender, init.initiator_session) is not None:
+                self.inits.held[flow_id] = envelope
+                self.inits.release(flow_id)
+                continue
+            self._on_init(envelope, init, None)
+            admitted += flow_id not in self.inits.held
+        return admitted
 
     def _ack(self, delivery: object) -> None:
         if delivery is not None:
@@ -698,6 +723,16 @@ class FlowRuntime:
             record.retiring = driver
         handle, record.handle = record.handle, None
         self.flows.detach(record)
+        # Messages that reached the flow after its last step (while its final commit was in
+        # flight) find no session any more: acked and dropped, as for any ended session.
+        late = [
+            e.delivery
+            for e in driver.take_mailbox()
+            if isinstance(e, SessionMessageDelivered) and e.delivery is not None
+        ]
+        if late:
+            log.info("flow %s ended: dropping %d late messages", flow_id, len(late))
+            self.ack(tuple(late))
         if self.on_flow_end is not None:
             self.on_flow_end(flow_id, result, error)
         if handle is None:

@@ -126,6 +126,23 @@ class PutAdmission:
 
 
 @dataclass(frozen=True, slots=True)
+class PutHeldInit:
+    """Keep a session-init for a flow class the node does not know (for observation)."""
+
+    flow_id: str
+    sender: str
+    #: The encoded envelope.
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteHeldInit:
+    """Forget a held session-init (admitted at last, or rejected)."""
+
+    flow_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PutSchedule:
     """Keep a schedule: the flow it starts and its next tick (replaces one of the same name)."""
 
@@ -188,12 +205,15 @@ StoreOp = (
     | PutAdmission
     | PutSchedule
     | DeleteSchedule
+    | PutHeldInit
+    | DeleteHeldInit
     | FlowWrite
 )
 
 __all__ = [
     "MAX_CLIENT_ID",
     "DeleteFlow",
+    "DeleteHeldInit",
     "DeleteSchedule",
     "FlowStatus",
     "FlowWrite",
@@ -201,6 +221,7 @@ __all__ = [
     "PutCheckpoint",
     "PutFlowResult",
     "PutFlowStart",
+    "PutHeldInit",
     "PutMapEntry",
     "PutProcessedInit",
     "PutSchedule",

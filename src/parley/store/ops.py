@@ -15,12 +15,14 @@ from typing import assert_never
 from parley.protocol.records import (
     MAX_CLIENT_ID,
     DeleteFlow,
+    DeleteHeldInit,
     DeleteSchedule,
     FlowWrite,
     PutAdmission,
     PutCheckpoint,
     PutFlowResult,
     PutFlowStart,
+    PutHeldInit,
     PutMapEntry,
     PutProcessedInit,
     PutSchedule,
@@ -109,6 +111,10 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
             )
         case DeleteSchedule():
             conn.execute(schema.DELETE_SCHEDULE, (op.name,))
+        case PutHeldInit():
+            conn.execute(schema.INSERT_HELD_INIT, (op.flow_id, op.sender, op.envelope, now))
+        case DeleteHeldInit():
+            conn.execute(schema.DELETE_HELD_INIT, (op.flow_id,))
         case PutSignal():
             conn.execute(schema.INSERT_SIGNAL, (op.flow_id, op.name, op.payload, now, op.flow_id))
         case PutMapEntry():

@@ -25,6 +25,8 @@ Tables (all ``STRICT``, so SQLite refuses a value of the wrong type):
     deleted with the flow.
 ``flow_schedule``
     Schedules: the flow each starts, its next tick and its period.
+``held_init``
+    Session-inits for flow classes the node does not know, held for observation (acked).
 
 ``flow_header`` and ``journal`` reference ``flow_start`` through *deferred* foreign keys: a
 checkpoint of an unknown flow fails at ``COMMIT``, whatever the order of the operations inside the
@@ -143,7 +145,7 @@ ALTER TABLE flow_result ADD COLUMN args BLOB;
 # that a node can start while the map's bucket is out of reach; signals sent to flows, kept until
 # the flow consumes them (deleted with the checkpoint that records it, or with the flow); and the
 # hospital's admissions of each flow, kept while the flow lives; and schedules (flows started by
-# time: the flow, the next tick, the period).
+# time: the flow, the next tick, the period); and session-inits held for observation.
 _V3 = """
 CREATE TABLE network_map (
     name TEXT PRIMARY KEY,
@@ -188,6 +190,13 @@ CREATE TABLE flow_schedule (
     every REAL CHECK (every IS NULL OR every > 0),
     missed TEXT NOT NULL CHECK (missed IN ('run_once', 'catch_up', 'skip')),
     updated_at REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE held_init (
+    flow_id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    created_at REAL NOT NULL
 ) STRICT, WITHOUT ROWID;
 """
 
@@ -261,6 +270,14 @@ ON CONFLICT (name) DO UPDATE SET
 """
 
 DELETE_SCHEDULE = "DELETE FROM flow_schedule WHERE name = ?"
+
+INSERT_HELD_INIT = """
+INSERT OR IGNORE INTO held_init (flow_id, sender, envelope, created_at) VALUES (?, ?, ?, ?)
+"""
+
+DELETE_HELD_INIT = "DELETE FROM held_init WHERE flow_id = ?"
+
+SELECT_HELD_INITS = "SELECT flow_id, envelope FROM held_init ORDER BY created_at, flow_id"
 
 INSERT_ADMISSION = """
 INSERT INTO hospital_admission (

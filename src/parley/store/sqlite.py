@@ -226,6 +226,10 @@ class SqliteStore:
             progress_step=step,
         )
 
+    def held_inits(self) -> list[tuple[str, bytes]]:
+        """Session-inits held for observation: ``(responder flow id, encoded envelope)``."""
+        return [(str(f), bytes(e)) for f, e in self._conn.execute(schema.SELECT_HELD_INITS)]
+
     def schedules(self) -> list[PutSchedule]:
         """The stored schedules, by name."""
         return [

@@ -476,6 +476,7 @@ class MockNode:
         self.queue.extendleft(reversed(redeliver))
         self.runtime = self._new_runtime()
         self.runtime.restore_flows(self.store.runnable_flow_ids())
+        self.runtime.readmit_held()
         self._recover_schedules()
 
     def __repr__(self) -> str:
