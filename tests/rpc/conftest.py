@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,13 +31,19 @@ class Nodes:
     tmp: Path
     running: dict[str, Node] = field(default_factory=dict)
 
-    def config(self, name: str) -> NodeConfig:
+    def config(self, name: str, **options: Any) -> NodeConfig:
         return NodeConfig(
-            name, self.tmp / name, nats_url=self.url, apps=APPS, workers=2, rpc_users=USERS
+            name,
+            self.tmp / name,
+            nats_url=self.url,
+            apps=APPS,
+            workers=2,
+            rpc_users=USERS,
+            **options,
         )
 
-    def start(self, name: str) -> Node:
-        self.running[name] = Node(self.config(name)).start()
+    def start(self, name: str, **options: Any) -> Node:
+        self.running[name] = Node(self.config(name, **options)).start()
         return self.running[name]
 
     def restart(self, name: str) -> Node:

@@ -148,3 +148,15 @@ def test_requests_waiting_when_the_node_stops_are_answered_unavailable(nodes: No
     assert len(errors) == 1
     assert isinstance(errors[0], NodeUnavailable)
     assert "node alice is stopping" in str(errors[0])
+
+
+def test_hospital_admissions_are_still_shown_after_a_restart(nodes: Nodes) -> None:
+    with nodes.client() as rpc:
+        handle = rpc.start_flow("tests.integration.apps:Waits", [0, True], client_id="kept")
+        wait_for(
+            lambda: rpc.hospital_show(handle.flow_id)["admissions"], WAIT, "a stored admission"
+        )
+    nodes.restart("alice")
+    with nodes.client() as rpc:
+        first = rpc.hospital_show(handle.flow_id)["admissions"][0]
+        assert (first["message"], first["outcome"]) == ("please look at this", "observe")

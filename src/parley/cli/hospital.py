@@ -64,7 +64,7 @@ def hospital_list(
         table.add_row(
             str(row["flow_id"]),
             str(row.get("flow_class") or "?"),
-            error if admission else "(admitted before the node's last start)",
+            error if admission else "(no admission stored yet)",
             str(admission.get("staff", "")),
             str(admission.get("time", "")),
         )

@@ -274,9 +274,12 @@ def admission_row(admission: Admission, *, traceback: bool = False) -> dict[str,
         "message": admission.message,
         "staff": admission.staff,
         "outcome": admission.outcome.value,
+        "attempt": admission.attempt,
+        "retry_in": admission.retry_in,
     }
     if traceback:
         row["traceback"] = admission.traceback
+        row["causes"] = list(admission.causes)
     return row
 
 

@@ -108,7 +108,9 @@ class NodeApi(Protocol):
 
     def signal(self, flow_id: str, name: str, payload: object, timeout: float = ...) -> None: ...
 
-    def hospital_records(self, timeout: float = ...) -> list[Admission]: ...
+    def hospital_list(self) -> list[Admission]: ...
+
+    def hospital_show(self, flow_id: str) -> list[Admission]: ...
 
     def hospital_retry(self, flow_id: str, timeout: float = ...) -> bool: ...
 
@@ -262,8 +264,7 @@ class Operations:
     async def hospital_list(self, user: RpcUser, args: Args) -> Result:
         user.require(HOSPITAL, "look into the hospital")
         kept = await self._call(self.node.flows, FlowStatus.HOSPITALIZED)
-        records = await self._call(self.node.hospital_records)
-        latest = {record.flow_id: record for record in records}
+        latest = {a.flow_id: a for a in await self._call(self.node.hospital_list)}
         flows = []
         for summary in kept:
             record = latest.get(summary.flow_id)
@@ -276,9 +277,9 @@ class Operations:
         user.require(HOSPITAL, "look into the hospital")
         flow_id = args.flow_id()
         summaries = await self._call(self.node.flows)
-        records = await self._call(self.node.hospital_records)
+        admissions = await self._call(self.node.hospital_show, flow_id)
         found = [s for s in summaries if s.flow_id == flow_id]
-        visits = [admission_row(r, traceback=True) for r in records if r.flow_id == flow_id]
+        visits = [admission_row(a, traceback=True) for a in admissions]
         if not found and not visits:
             raise FlowNotFound(f"node {self.name} knows no flow {flow_id}", flow_id=flow_id)
         return {"flow": summary_row(found[0]) if found else None, "admissions": visits}
