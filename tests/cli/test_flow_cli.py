@@ -3,6 +3,7 @@ real nodes on a real nats-server: output, JSON, errors and exit codes."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,15 +19,17 @@ from typing import Any
 
 import nats
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from parley.cli import app
+from parley.cli.render import LiveProgress, reached
 from parley.cli.users import load_users
 from parley.node import Node
-from parley.rpc import NodeUnreachable
+from parley.rpc import NodeUnreachable, ProgressRow, ProgressUpdate
 from parley.rpc.users import verify_password
 from parley.transport.natsserver import EmbeddedNatsServer
-from tests.integration.nodes import REPO, wait_for
+from tests.integration.nodes import REPO, node_process, wait_for
 from tests.rpc.conftest import PASSWORD, Nodes
 
 pytestmark = pytest.mark.integration
@@ -270,6 +273,35 @@ def test_killing_a_waiting_flow_ends_its_counterpartys_flow_with_unexpected_flow
     refused(again, 1, f"node alice runs no flow {victim}")
 
 
+def test_flow_list_watch_json_prints_a_line_per_change_until_interrupted(nodes: Nodes) -> None:
+    command = [sys.executable, "-m", "parley.cli", "flow", "list", "--watch", "--json"]
+    command += ["--node", "alice", "--class", "Approves"]
+    env = {**os.environ, "PARLEY_NATS_URL": nodes.url, "PARLEY_USER": "ops"}
+    watcher = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**env, "PARLEY_PASSWORD": PASSWORD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline()) == []
+        with nodes.client() as rpc:
+            handle = rpc.start_flow("tests.integration.apps:Approves", [], client_id="seen")
+            while True:  # one line per change, until the flow waits for its approval
+                rows = json.loads(watcher.stdout.readline())
+                if rows and rows[0]["waiting_for"] == "signal approve":
+                    break
+            assert [row["flow_id"] for row in rows] == [handle.flow_id]
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _, stderr = watcher.communicate(timeout=30)
+    assert watcher.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
 def test_flow_watch_of_a_finished_client_id_flow_prints_its_result(nodes: Nodes) -> None:
     started = parley(nodes, "flow", "start", "alice", PING, "bob", "1", "--client-id", "w-1")
     assert started.exit_code == 0, started.output
@@ -367,6 +399,45 @@ def test_a_users_entry_with_a_plain_password_stops_node_run(tmp_path: Path) -> N
     refused(result, 2, "the password of user 'ops' is not a scrypt hash", "parley node init")
 
 
+def test_a_node_process_serves_the_rpc_users_of_its_config_file(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text(
+        f'[node]\nname = "alice"\nnats = "{nats_server.url}"\n'
+        f'data_dir = "{tmp_path / "alice"}"\napps = ["parley.apps.pingpong"]\n'
+    )
+    init = ["node", "init", "--name", "alice", "--data-dir", str(tmp_path / "alice")]
+    init += ["--user", "ops", "--permission", "StartFlow.parley.apps.pingpong:Ping"]
+    made = runner.invoke(app, [*init, "--config", str(config)], env={"PARLEY_PASSWORD": "pw"})
+    assert made.exit_code == 0, made.output
+    with node_process("bob", nats_server.url, tmp_path / "bob", ["parley.apps.pingpong"]):
+        alice = subprocess.Popen(
+            [sys.executable, "-m", "parley.cli", "node", "run", "--config", str(config)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert alice.stderr is not None
+            for line in alice.stderr:  # until it runs (or exits: then the loop ends)
+                if "node alice running" in line:
+                    break
+            env = {"PARLEY_NATS_URL": nats_server.url, "PARLEY_PASSWORD": "pw"}
+            started = runner.invoke(
+                app, ["flow", "start", "alice", PING, "bob", "5", "--user", "ops"], env=env
+            )
+            listed = runner.invoke(
+                app, ["flow", "list", "--node", "alice", "--user", "ops"], env=env
+            )
+        finally:
+            alice.send_signal(signal.SIGTERM)
+            alice.communicate(timeout=30)
+    assert (started.exit_code, started.stdout) == (0, "6\n")
+    refused(listed, 1, "lacks the permission ReadFlows")
+
+
 def test_nats_serve_runs_a_server_nodes_can_use_until_sigterm(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "parley.cli", "nats", "serve", "--port", "0"]
     command += ["--store-dir", str(tmp_path / "nats")]
@@ -393,3 +464,49 @@ def test_nats_serve_runs_a_server_nodes_can_use_until_sigterm(tmp_path: Path) ->
     assert process.returncode == 0, stderr
     assert "nats-server stopped" in stderr
     assert os.path.isdir(tmp_path / "nats")
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+TREE = (
+    ProgressRow(0, "Preparing", False),
+    ProgressRow(0, "Consulting the peer", True),
+    ProgressRow(1, "Asking the peer", False),
+    ProgressRow(1, "Reading the answer", True),
+    ProgressRow(1, "Done", False),
+    ProgressRow(0, "Finishing", False),
+    ProgressRow(0, "Done", False),
+)
+
+
+def test_steps_before_the_current_one_are_passed_and_those_after_to_come() -> None:
+    states = [(" / ".join(path), state) for path, _, state in reached(TREE)]
+    assert states == [
+        ("Preparing", "done"),
+        ("Consulting the peer", "current"),
+        ("Consulting the peer / Asking the peer", "done"),
+        ("Consulting the peer / Reading the answer", "current"),
+        ("Consulting the peer / Done", "pending"),
+        ("Finishing", "pending"),
+        ("Done", "pending"),
+    ]
+
+
+def test_the_live_tree_marks_passed_current_and_coming_steps_with_sub_flows_indented() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=60, record=True)
+    progress = LiveProgress("Steps 1234", console=console)
+    progress.update(ProgressUpdate("1234", 3, "position", TREE, step="Reading the answer"))
+    progress.close()
+    lines = [line.rstrip() for line in console.export_text().splitlines() if line.strip()]
+    assert (
+        lines[-7:]
+        == [
+            "Steps 1234",
+            "├── ✓ Preparing",
+            "├── ▶ Consulting the peer",
+            "│   ├── ✓ Asking the peer",
+            "│   └── ▶ Reading the answer",
+            "└── · Finishing",
+        ][-7:]
+    )

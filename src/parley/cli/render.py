@@ -30,6 +30,7 @@ from typing import Any
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -178,11 +179,11 @@ class LineProgress:
 class LiveProgress:
     """Progress as a live tree on a terminal."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, console: Console | None = None) -> None:
         from rich.live import Live  # noqa: PLC0415 (only on a terminal)
 
         self.title = title
-        self.console = Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False)
         self.live = Live(Tree(title), console=self.console, refresh_per_second=10)
         self.live.start()
         self.printed: list[tuple[str, ...]] = []
@@ -197,14 +198,15 @@ class LiveProgress:
             style = "dim" if state == "pending" else ""
             del branches[row.level + 1 :]
             parent = branches[min(row.level, len(branches) - 1)]
+            label = escape(row.label)
             branch = parent.add(
-                f"{mark[state]} [{style}]{row.label}[/]" if style else f"{mark[state]} {row.label}"
+                f"{mark[state]} [{style}]{label}[/]" if style else f"{mark[state]} {label}"
             )
             branches.append(branch)
             if state != "pending" and path not in self.printed:
                 self.printed.append(path)
         if update.kind == "error" and update.error:
-            root.add(f"[red]error: {update.error}[/]")
+            root.add(f"[red]error: {escape(update.error)}[/]")
         self.live.update(root)
 
     def close(self) -> None:
