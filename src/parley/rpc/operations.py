@@ -126,6 +126,8 @@ class Operations:
         users: who may call it.
         pool: threads for the node's blocking methods.
         publish: sends a feed event (thread-safe).
+        auth_pool: threads for checking passwords (scrypt), apart from ``pool`` so that a flood
+            of wrong passwords can't hold up the requests of users already let in.
     """
 
     def __init__(
@@ -135,8 +137,11 @@ class Operations:
         users: Authenticator,
         pool: Executor,
         publish: Publish,
+        *,
+        auth_pool: Executor | None = None,
     ) -> None:
         self.node = node
+        self.auth_pool = auth_pool or pool
         self.name = name
         self.users = users
         self.pool = pool
@@ -168,7 +173,7 @@ class Operations:
             return user
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.pool, self.users.authenticate, request.user, request.password
+            self.auth_pool, self.users.authenticate, request.user, request.password
         )
 
     # ---- flows --------------------------------------------------------------------------------
@@ -316,8 +321,8 @@ class Operations:
         handle = self._handles.get(flow_id) or await self._call(self.node.flow_handle, flow_id)
         if handle is None:
             raise FlowNotFound(
-                f"node {self.name} has no flow {flow_id} (the outcome of a flow is kept only if "
-                "it was started with a client id)",
+                f"node {self.name} has no flow {flow_id} to follow (flows started by peers have "
+                "none, and a finished flow's outcome is kept only if it had a client id)",
                 flow_id=flow_id,
             )
         return handle

@@ -50,7 +50,7 @@ __all__ = ["RpcService", "RpcServiceError"]
 
 log = logging.getLogger("parley.rpc")
 
-#: Threads for the node's blocking methods (and scrypt).
+#: Threads for the node's blocking methods (scrypt has two of its own).
 POOL_THREADS: Final = 4
 #: Seconds the stop waits for requests in flight before answering them ``unavailable``.
 STOP_GRACE: Final = 1.0
@@ -100,8 +100,11 @@ class RpcService:
             target=self._loop.run_forever, name=f"parley-rpc-{name}", daemon=True
         )
         self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix=f"parley-rpc-{name}")
+        self._auth_pool = ThreadPoolExecutor(2, thread_name_prefix=f"parley-rpc-auth-{name}")
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-        self.operations = Operations(node, name, Authenticator(users), self._pool, self.publish)
+        self.operations = Operations(
+            node, name, Authenticator(users), self._pool, self.publish, auth_pool=self._auth_pool
+        )
         self._nc: Any = None
         self._service: Any = None
         self._sender: asyncio.Task[None] | None = None
@@ -185,6 +188,7 @@ class RpcService:
         if not self._loop.is_running():
             self._loop.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._auth_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _end(self) -> None:
         self.operations.watch.stop()
