@@ -33,12 +33,14 @@ from parley.engine.foreign import awaitable_name, enter_flow_code, leave_flow_co
 from parley.engine.logcontext import flow_log_context
 from parley.flows.context import RUNNING
 from parley.flows.logic import FlowLogic
+from parley.flows.marks import FLOW_CLASSES, TIMED_MARK
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.protocol import codec
 from parley.protocol.actions import (
     Abort,
     AcknowledgeMessages,
     Action,
+    ArmTimeout,
     Continuation,
     ExecuteOperation,
     Passivate,
@@ -106,6 +108,10 @@ class FlowHost(Protocol):
 
     def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
         """Look for the flow's oldest stored signal; post ``SignalRead`` to the driver."""
+        ...
+
+    def arm_timeout(self, driver: FlowDriver, action: ArmTimeout) -> None:
+        """Post ``TimedOut`` to the driver ``action.seconds`` from now."""
         ...
 
     def started(self, driver: FlowDriver) -> None: ...
@@ -226,6 +232,15 @@ class FlowDriver:
     @property
     def idempotent(self) -> bool:
         return self.state.idempotent
+
+    @property
+    def timed_timeout(self) -> float | None:
+        for frame in reversed(self.state.subflows):
+            cls = FLOW_CLASSES.get(frame.flow_class)
+            seconds = getattr(cls, TIMED_MARK, None) if cls is not None else None
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+                return float(seconds)
+        return None
 
     def initiate(self, destination: str) -> str:
         refusal = None if self._before_live else self.host.party_refusal(destination)
@@ -449,6 +464,8 @@ class FlowDriver:
                 self.host.query(self, action)
             case ReadSignal():
                 self.host.read_signal(self, action)
+            case ArmTimeout():
+                self.host.arm_timeout(self, action)
             case SignalStarted():
                 self.host.started(self)
             case RemoveFlow(result=value, error=error, durable=durable):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from parley.engine.driver import FlowDriver, Identity
 from parley.engine.restore import UNREADABLE, restored
-from parley.protocol.actions import ExecuteOperation, ReadSignal, RunQuery
+from parley.protocol.actions import ArmTimeout, ExecuteOperation, ReadSignal, RunQuery
 from parley.protocol.errors import FlowUsageError, type_name
 from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus, StoreOp
@@ -98,6 +98,9 @@ class _CheckingHost:
 
     def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
         pass  # a replay answers the wait from the journal
+
+    def arm_timeout(self, driver: FlowDriver, action: ArmTimeout) -> None:
+        pass  # a replay waits for nothing
 
     def identity_service(self) -> Identity:
         raise FlowUsageError("a replay answers identity calls from the journal")

@@ -42,7 +42,7 @@ from parley.flows.progress import tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.flows.session import checked
 from parley.protocol import codec
-from parley.protocol.actions import ExecuteOperation, ReadSignal, RunQuery
+from parley.protocol.actions import ArmTimeout, ExecuteOperation, ReadSignal, RunQuery
 from parley.protocol.errors import (
     ClientIdInUseError,
     DeserializationError,
@@ -66,6 +66,7 @@ from parley.protocol.events import (
     SessionMessageDelivered,
     SignalArrived,
     SignalRead,
+    TimedOut,
     WokeUp,
 )
 from parley.protocol.evolve import replace
@@ -663,6 +664,16 @@ class FlowRuntime:
         except Exception as exc:
             event = OperationFailed(exc, action.incarnation)
         self.ports.call_soon(lambda: self.post(flow_id, event))
+
+    def arm_timeout(self, driver: FlowDriver, action: ArmTimeout) -> None:
+        when = self.ports.now() + timedelta(seconds=action.seconds)
+        event = TimedOut(action.suspends, action.incarnation)
+
+        def fire() -> None:
+            if self.flows.driver(driver.flow_id) is driver:
+                driver.post(event)
+
+        self.ports.call_at(when, fire)
 
     def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
         found = self.store.next_signal(driver.flow_id, action.name)

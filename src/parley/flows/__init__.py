@@ -1,7 +1,13 @@
 """The user-facing flow API: flows, sessions, registration decorators and progress tracking."""
 
 from parley.flows.context import FlowContext, Suspend
-from parley.flows.logic import FlowDatabase, FlowLogic, FlowServices, IdempotentFlow
+from parley.flows.logic import (
+    FlowDatabase,
+    FlowLogic,
+    FlowServices,
+    IdempotentFlow,
+    TimedFlow,
+)
 from parley.flows.progress import ProgressChange, ProgressTracker, Step
 from parley.flows.registry import (
     FlowRegistry,
@@ -30,6 +36,7 @@ __all__ = [
     "SessionInitRejected",
     "Step",
     "Suspend",
+    "TimedFlow",
     "UnknownFlowClass",
     "UntrustworthyData",
     "flow_class_named",

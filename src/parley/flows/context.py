@@ -34,6 +34,11 @@ class FlowContext(Protocol):
         """True while an idempotent sub-flow is on the stack."""
         ...
 
+    @property
+    def timed_timeout(self) -> float | None:
+        """The timeout of the innermost ``TimedFlow`` on the stack (``None``: none is)."""
+        ...
+
     def initiate(self, destination: str) -> str:
         """Create a session to ``destination``; returns its id."""
         ...
@@ -108,9 +113,15 @@ def deadline(timeout: float | None, what: str) -> datetime | None:
     return ctx.now() + timedelta(seconds=timeout)
 
 
+def timed() -> float | None:
+    """The running flow's ``TimedFlow`` timeout, if it is (in) one."""
+    ctx = RUNNING.get()
+    return ctx.timed_timeout if ctx is not None else None
+
+
 def suspend(request: Request) -> Suspend[Any]:
     """Await this to suspend the flow on ``request`` (``Suspend[T](...)`` is slower to build)."""
     return Suspend(request)
 
 
-__all__ = ["RUNNING", "FlowContext", "Suspend", "deadline", "suspend"]
+__all__ = ["RUNNING", "FlowContext", "Suspend", "deadline", "suspend", "timed"]

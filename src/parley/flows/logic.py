@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
-from parley.flows.context import FlowContext, deadline, suspend
+from parley.flows.context import FlowContext, deadline, suspend, timed
 from parley.flows.marks import FLOW_CLASSES, frame_for
 from parley.flows.progress import ProgressTracker, tracker_of
 from parley.flows.session import FlowSession, UntrustworthyData, check_for, checked
@@ -177,7 +177,8 @@ class FlowLogic(Generic[T]):
         _unique(sessions)
         check_for(expected)
         until = deadline(timeout, "receive_all()")
-        received = await suspend(Receive(tuple(s.session_id for s in sessions), until))
+        sessions_ids = tuple(s.session_id for s in sessions)
+        received = await suspend(Receive(sessions_ids, until, timed()))
         return [checked(expected, received[s.session_id]) for s in sessions]
 
     # ---- sub-flows ----------------------------------------------------------------------
@@ -341,10 +342,31 @@ class IdempotentFlow(FlowLogic[T]):
     _parley_idempotent: ClassVar[bool] = True
 
 
+class TimedFlow(FlowLogic[T]):
+    """A flow whose receives are retried when a reply takes too long (``timeout`` seconds).
+
+    When a receive of the flow (or of the sub-flows it runs) has waited ``timeout`` seconds, the
+    flow is retried from its last checkpoint: the messages it sent since are sent again, under
+    the same ids (a counterparty that got them drops the copies), and it waits ``timeout`` again.
+    For requests to a service that may lose them or restart (a notary, say). An explicit
+    ``receive(..., timeout=...)`` in the flow is a deadline instead: it raises in the flow.
+    """
+
+    #: Seconds a receive waits before the flow is retried (read by ``FlowContext.timed_timeout``).
+    timeout: ClassVar[float] = 60.0
+
+
 def _unique(sessions: Sequence[FlowSession]) -> None:
     ids = [s.session_id for s in sessions]
     if len(set(ids)) != len(ids):
         raise FlowUsageError("A flow session can only appear once as argument.")
 
 
-__all__ = ["FlowDatabase", "FlowIdentity", "FlowLogic", "FlowServices", "IdempotentFlow"]
+__all__ = [
+    "FlowDatabase",
+    "FlowIdentity",
+    "FlowLogic",
+    "FlowServices",
+    "IdempotentFlow",
+    "TimedFlow",
+]

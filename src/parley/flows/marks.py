@@ -26,6 +26,8 @@ INITIATING_MARK = "_parley_initiating"
 RPC_MARK = "_parley_rpc"
 #: The class attribute of flows that write no checkpoints while they run (``IdempotentFlow``).
 IDEMPOTENT_MARK = "_parley_idempotent"
+#: Attribute of a ``TimedFlow`` class: seconds its receives wait before it is retried.
+TIMED_MARK = "timeout"
 
 
 def initiating_class(cls: type) -> type | None:
@@ -59,6 +61,7 @@ __all__ = [
     "IDEMPOTENT_MARK",
     "INITIATING_MARK",
     "RPC_MARK",
+    "TIMED_MARK",
     "flow_version",
     "frame_for",
     "initiating_class",

@@ -38,7 +38,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from parley.flows.context import deadline, suspend
+from parley.flows.context import deadline, suspend, timed
 from parley.protocol import codec
 from parley.protocol.errors import DeserializationError, FlowUsageError, UnexpectedPayloadError
 from parley.protocol.messages import FlowInfo
@@ -135,7 +135,7 @@ class FlowSession:
         """
         check_for(expected)
         until = deadline(timeout, "receive()")
-        received = await suspend(Receive((self.session_id,), until))
+        received = await suspend(Receive((self.session_id,), until, timed()))
         return checked(expected, received[self.session_id])
 
     async def send_and_receive(
@@ -158,7 +158,7 @@ class FlowSession:
         check_for(expected)
         until = deadline(timeout, "send_and_receive()")
         payloads = ((self.session_id, codec.encode(payload)),)
-        request = SendAndReceive(payloads, (self.session_id,), until)
+        request = SendAndReceive(payloads, (self.session_id,), until, timed())
         received = await suspend(request)
         return checked(expected, received[self.session_id])
 

@@ -86,6 +86,16 @@ class RunQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmTimeout:
+    """A ``TimedFlow``'s receive: post ``TimedOut`` after ``seconds`` (from now, not recorded:
+    a retried flow waits its full timeout again)."""
+
+    seconds: float
+    suspends: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadSignal:
     """Look for a stored signal ``name`` of the flow; the answer comes back as ``SignalRead``."""
 
@@ -131,6 +141,7 @@ Action = (
     | ScheduleWakeUp
     | ExecuteOperation
     | RunQuery
+    | ArmTimeout
     | ReadSignal
     | SignalStarted
     | RemoveFlow
@@ -179,6 +190,7 @@ __all__ = [
     "Abort",
     "AcknowledgeMessages",
     "Action",
+    "ArmTimeout",
     "Continuation",
     "ExecuteOperation",
     "Passivate",

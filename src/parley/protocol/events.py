@@ -108,6 +108,14 @@ class WokeUp:
 
 
 @dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A ``TimedFlow``'s receive armed by ``ArmTimeout`` at ``suspends`` ran out of time."""
+
+    suspends: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
 class SignalArrived:
     """A signal ``name`` for the flow was stored: a flow waiting for it should look."""
 
@@ -189,6 +197,7 @@ Event = (
     | PeerRevoked
     | SignalArrived
     | SignalRead
+    | TimedOut
 )
 
 __all__ = [
@@ -212,6 +221,7 @@ __all__ = [
     "SubFlowEntered",
     "SubFlowLeft",
     "Suspended",
+    "TimedOut",
     "ValueRecorded",
     "WokeUp",
 ]

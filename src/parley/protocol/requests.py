@@ -33,6 +33,8 @@ class Receive:
 
     sessions: tuple[str, ...]
     until: datetime | None = None
+    #: Seconds to wait before the flow (a ``TimedFlow``) is retried from its checkpoint.
+    timed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class SendAndReceive:
     payloads: Payloads
     sessions: tuple[str, ...]
     until: datetime | None = None
+    timed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from parley.protocol import codec
 from parley.protocol.actions import Transition
 from parley.protocol.errors import (
+    FlowTimeoutException,
     ReceiveTimeoutException,
     SerializationError,
     SignalTimeoutException,
@@ -22,6 +23,7 @@ from parley.protocol.events import (
     OperationFailed,
     SignalArrived,
     SignalRead,
+    TimedOut,
     WokeUp,
 )
 from parley.protocol.evolve import replace
@@ -97,6 +99,24 @@ def woke_up(state: FlowState, event: WokeUp) -> Transition:
     return resume(state, state.pending.fingerprint, None)
 
 
+def timed_out(state: FlowState, event: TimedOut) -> Transition:
+    """A ``TimedFlow``'s receive took too long: the flow is retried from its checkpoint (the
+    hospital's timeout staff), re-sending its messages under the same ids."""
+    if not _waiting_on(state, (Receive, SendAndReceive), event.incarnation) or (
+        event.suspends != state.suspends
+    ):
+        return Transition(state)
+    assert state.pending is not None
+    request = state.pending.request
+    assert isinstance(request, Receive | SendAndReceive)
+    if receivable(state, request.sessions):
+        return Transition(state)  # the reply came first
+    timeout = FlowTimeoutException(
+        f"no reply within {request.timed} s: retrying from the last checkpoint"
+    )
+    return throw(state, state.pending.fingerprint, timeout)
+
+
 def _receive_deadline(state: FlowState, event: WokeUp) -> Transition:
     """A receive's deadline passed: throw, unless what it waits for is there (the reply won)."""
     assert state.pending is not None
@@ -163,5 +183,6 @@ __all__ = [
     "operation_failed",
     "signal_arrived",
     "signal_read",
+    "timed_out",
     "woke_up",
 ]

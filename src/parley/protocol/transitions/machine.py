@@ -46,6 +46,7 @@ from parley.protocol.events import (
     SubFlowEntered,
     SubFlowLeft,
     Suspended,
+    TimedOut,
     ValueRecorded,
     WokeUp,
 )
@@ -114,6 +115,8 @@ def transition(state: FlowState, event: Event) -> Transition:
             return completion.signal_read(state, event)
         case SignalArrived():
             return completion.signal_arrived(state, event)
+        case TimedOut():
+            return completion.timed_out(state, event)
         case _:
             assert_never(event)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from parley.protocol import ids
 from parley.protocol.actions import (
     Action,
+    ArmTimeout,
     ExecuteOperation,
     ProcessEvents,
     ReadSignal,
@@ -203,8 +204,12 @@ def _receive(
         pending = replace(pending, sent=True)
         actions: tuple[Action, ...] = ()
         until = getattr(pending.request, "until", None)
+        timed = getattr(pending.request, "timed", None)
         if until is not None and not pending.waiting:  # arm the deadline once
             actions = (ScheduleWakeUp(until, state.incarnation),)
+            pending = replace(pending, waiting=True)
+        elif timed is not None and not pending.waiting:  # a TimedFlow: retried if too slow
+            actions = (ArmTimeout(timed, state.suspends, state.incarnation),)
             pending = replace(pending, waiting=True)
         state = replace(state, pending=pending)
         return with_sends(Transition(state, actions, ProcessEvents()), envelopes)
