@@ -178,12 +178,6 @@ def _is_subsequence(seen: list[str], expected: list[str]) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a flow restored after passivation gets a new ProgressTracker, but its "
-    "handle keeps the old one (FlowRuntime._restore makes a new handle only when the record has "
-    "none), so progress after the restore reaches no subscriber and track() shows a stale tree",
-)
 def test_progress_goes_on_after_the_flow_was_passivated(nodes: Nodes) -> None:
     carol = nodes.start("carol", passivate_after=0.2)
     with nodes.client("carol") as rpc:

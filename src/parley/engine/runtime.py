@@ -38,7 +38,7 @@ from parley.engine.records import FlowRecord, FlowTable
 from parley.engine.restore import UNREADABLE, build, decoded_error, restored
 from parley.flows.logic import FlowLogic
 from parley.flows.marks import frame_for
-from parley.flows.progress import tracker_of
+from parley.flows.progress import adopt_tracker, tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.flows.session import checked
 from parley.protocol import codec
@@ -464,6 +464,10 @@ class FlowRuntime:
         if stored.kind is StartKind.RPC and record.handle is None:
             record.handle = FlowHandle(flow_id, tracker_of(flow))
             record.handle.started.set_result(None)  # it is durable: it has a checkpoint
+        elif record.handle is not None and record.handle.progress is not None:
+            # A handle that outlived the flow in memory (passivated, retried): its clients follow
+            # its tracker, so the restored copy of the flow reports there.
+            adopt_tracker(flow, record.handle.progress)
         driver.start_replay()
         if self.parties is not None:
             for peer in {s.peer for s in state.sessions.values()}:

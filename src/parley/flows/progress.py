@@ -176,4 +176,24 @@ def tracker_of(flow: Any) -> ProgressTracker | None:
     return tracker if isinstance(tracker, ProgressTracker) else None
 
 
-__all__ = ["DONE", "UNSTARTED", "ProgressChange", "ProgressTracker", "Step", "tracker_of"]
+def adopt_tracker(flow: Any, tracker: ProgressTracker) -> bool:
+    """Make ``flow`` (a restored copy) report to ``tracker``, the one its clients hold.
+
+    Returns whether the flow's class declares a tracker (``progress_tracker``) to replace.
+    """
+    declared = getattr(type(flow), "progress_tracker", None)
+    if not isinstance(declared, ProgressTracker) or declared._attr_name is None:
+        return False
+    flow.__dict__[f"_parley_tracker_{declared._attr_name}"] = tracker
+    return True
+
+
+__all__ = [
+    "DONE",
+    "UNSTARTED",
+    "ProgressChange",
+    "ProgressTracker",
+    "Step",
+    "adopt_tracker",
+    "tracker_of",
+]
