@@ -90,6 +90,7 @@ from parley.rpc.users import RpcUser
 from parley.store import FlowSummary, SqliteStore
 from parley.transport.bridge import NatsBridge
 from parley.transport.mapsync import MapSync
+from parley.transport.names import check_replicas, server_urls
 from parley.transport.natsserver import EmbeddedNatsServer
 from parley.transport.router import REASONS, SessionRouter, resolve_acks
 from parley.transport.security import NatsAuth
@@ -104,8 +105,13 @@ class NodeConfig:
 
     name: str
     data_dir: Path
-    #: NATS server to use; ``None`` starts an embedded one in ``data_dir/nats``.
+    #: NATS server to use, or several separated by commas (a cluster's: the node fails over
+    #: between them); ``None`` starts an embedded one in ``data_dir/nats``.
     nats_url: str | None = None
+    #: Servers that keep each stream this node creates (its own, a peer's found missing): 1 on a
+    #: single server, 3 on a cluster (a stream then survives the loss of any one server). The
+    #: same on every node of a network, and in ``parley network admit --stream-replicas``.
+    stream_replicas: int = 1
     #: Modules to import: their flows are registered, their MIGRATIONS applied.
     apps: Sequence[str] = ()
     #: Directories searched for the apps before the installed packages (``--app-path``).
@@ -159,6 +165,14 @@ class NodeConfig:
             raise ValueError("max_live_flows must be at least the number of workers")
         if not self.health_interval > 0:
             raise ValueError("health_interval must be > 0")
+        check_replicas(self.stream_replicas)
+        if self.nats_url is not None:
+            server_urls(self.nats_url)
+        elif self.stream_replicas > 1:
+            raise ValueError(
+                "stream_replicas above 1 needs a NATS cluster (nats_url): the embedded "
+                "nats-server is a single server"
+            )
 
 
 class NodeError(ParleyError):
@@ -241,7 +255,7 @@ class Node:
                 self.rpc = RpcService(
                     self,
                     config.name,
-                    self.url,
+                    self._one_url(),
                     config.rpc_users,
                     connect_options=self._nats_options,
                     connect_timeout=config.connect_timeout,
@@ -293,6 +307,7 @@ class Node:
             self.url,
             on_messages=self._on_messages,
             connect_timeout=config.connect_timeout,
+            stream_replicas=config.stream_replicas,
             connect_options=connect_options,
         )
         self._bridge.start()
@@ -371,6 +386,16 @@ class Node:
         )
         return auth.connect_options(config.name)
 
+    def _one_url(self) -> str:
+        """One server for the node's other connections (RPC, the map), which take one URL: of
+        several, the one the bridge reached (they learn the rest of the cluster from it)."""
+        assert self.url is not None
+        bridge = self._bridge
+        connected = bridge.connected_url if bridge is not None else None
+        if "," in self.url and connected is not None:
+            return connected
+        return self.url
+
     def _network_map(self, config: NodeConfig) -> NetworkMap:
         """The map the node trusts, from its database's copy; changes are kept there too."""
         assert config.operator_key is not None
@@ -393,8 +418,7 @@ class Node:
         identity: KeyPair,
         connect_options: dict[str, Any],
     ) -> None:
-        assert self.url is not None
-        self._map_sync = MapSync(config.name, self.url, network_map, connect_options)
+        self._map_sync = MapSync(config.name, self._one_url(), network_map, connect_options)
         if not self._map_sync.start(wait=config.map_wait):
             log.warning(
                 "the network map's bucket could not be read within %s s; going on with the %d "

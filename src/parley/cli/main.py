@@ -43,6 +43,7 @@ app.add_typer(wire_app, name="wire")
 CONFIG_KEYS = {
     "name",
     "nats",
+    "stream_replicas",
     "data_dir",
     "apps",
     "workers",
@@ -147,7 +148,16 @@ def node_run(
         str | None,
         typer.Option(
             envvar="PARLEY_NATS_URL",
-            help="NATS URL; without it an embedded nats-server is started.",
+            help="NATS URL, or a cluster's URLs separated by commas; without it an embedded "
+            "nats-server is started.",
+        ),
+    ] = None,
+    stream_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Servers that keep each stream the node creates: 1 (default), 3 on a cluster.",
         ),
     ] = None,
     data_dir: Annotated[
@@ -217,6 +227,7 @@ def node_run(
     flags = {
         "name": name,
         "nats": nats,
+        "stream_replicas": stream_replicas,
         "data_dir": data_dir,
         "apps": app_modules or None,
         "app_path": app_paths or None,
@@ -293,6 +304,7 @@ def _node_config(settings: dict[str, Any]) -> NodeConfig:
             name=node_name,
             data_dir=Path(settings.get("data_dir") or node_name),
             nats_url=settings.get("nats"),
+            stream_replicas=_int(settings, "stream_replicas", 1),
             apps=list(settings.get("apps", [])),
             app_paths=[Path(p) for p in _as_list(settings.get("app_path", []))],
             workers=int(settings.get("workers", 2)),
@@ -310,6 +322,13 @@ def _node_config(settings: dict[str, Any]) -> NodeConfig:
         )
     except (ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _int(settings: dict[str, Any], key: str, default: int) -> int:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(f"{key} must be a whole number, not {value!r}", 2)
+    return value
 
 
 def _path(settings: dict[str, Any], key: str) -> Path | None:

@@ -180,8 +180,12 @@ class Admin:
     def operator_public_key(self) -> str:
         return self.admin.operator.public_key
 
-    def admit(self, name: str, keys: list[str], apps: list[str]) -> NodeEntry:
-        return self._call(lambda: self.admin.admit(name, keys, apps=apps))
+    def admit(
+        self, name: str, keys: list[str], apps: list[str], stream_replicas: int = 1
+    ) -> NodeEntry:
+        return self._call(
+            lambda: self.admin.admit(name, keys, apps=apps, stream_replicas=stream_replicas)
+        )
 
     def revoke(self, name: str) -> NodeEntry:
         return self._call(lambda: self.admin.revoke(name))
@@ -310,6 +314,15 @@ def network_admit(
     nats_tls_cert: CertOption = None,
     nats_tls_key: KeyOption = None,
     timeout: TimeoutOption = 10.0,
+    stream_replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Servers that keep the node's stream: 1, or 3 on a NATS cluster (the same as "
+            "the nodes' --stream-replicas).",
+        ),
+    ] = 1,
 ) -> None:
     """Admit NAME under KEYS: sign its entry, publish it to the map, create its stream."""
     check_name(name)
@@ -320,7 +333,7 @@ def network_admit(
     connection = Connection(
         directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout
     )
-    entry = Admin(connection).admit(name, keys, list(app_modules or []))
+    entry = Admin(connection).admit(name, keys, list(app_modules or []), stream_replicas)
     typer.echo(f"admitted {entry.name} under {', '.join(entry.keys)} (serial {entry.serial})")
     hint(
         "With NATS authorization, update the server: `parley network nats-config --out FILE`, "

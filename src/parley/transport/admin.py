@@ -30,6 +30,7 @@ from parley.identity.netmap import (
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import is_node_name
 from parley.transport.mapsync import list_entries, put_entry
+from parley.transport.names import server_urls
 from parley.transport.security import ensure_node_stream
 
 __all__ = ["AdminError", "NetworkAdmin"]
@@ -85,10 +86,13 @@ class NetworkAdmin:
         *,
         apps: Sequence[str] = (),
         flow_versions: Sequence[tuple[str, int]] = (),
+        stream_replicas: int = 1,
     ) -> NodeEntry:
         """Admit ``name`` under ``keys`` (the current key first; a second one during a rotation).
 
         Re-admitting a node replaces its entry (new keys, a revoked node admitted again).
+        ``stream_replicas`` is the replication factor of the node's stream (3 on a cluster: the
+        nodes' ``stream_replicas``).
 
         Raises:
             AdminError: the name or a key is malformed, or NATS can't be reached.
@@ -108,7 +112,7 @@ class NetworkAdmin:
             tuple(apps),
             tuple(flow_versions),
         )
-        self._put(entry, create_stream=True)
+        self._put(entry, create_stream=True, replicas=stream_replicas)
         return entry
 
     def revoke(self, name: str) -> NodeEntry:
@@ -144,13 +148,13 @@ class NetworkAdmin:
         return {entry.name: entry for entry in checked.entries()}
 
     # ---- NATS -------------------------------------------------------------------------------
-    def _put(self, entry: NodeEntry, *, create_stream: bool) -> None:
+    def _put(self, entry: NodeEntry, *, create_stream: bool, replicas: int = 1) -> None:
         signed = sign_entry(self.operator, entry)
 
         async def put(nc: Any) -> None:
             js = nc.jetstream()
             if create_stream:
-                await ensure_node_stream(js, entry.name)
+                await ensure_node_stream(js, entry.name, replicas=replicas)
             await put_entry(js, entry.name, signed)
 
         self._run(self._with_connection(put))
@@ -176,7 +180,7 @@ class NetworkAdmin:
         try:
             await asyncio.wait_for(
                 nc.connect(
-                    self.url,
+                    server_urls(self.url),
                     name="parley-network-admin",
                     allow_reconnect=False,
                     connect_timeout=max(1, round(self._timeout)),

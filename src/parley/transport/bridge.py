@@ -45,7 +45,9 @@ from parley.engine.outbox import Outgoing
 from parley.transport.consumer import Delivery, OnMessages, PullConsumer
 from parley.transport.errors import MessagingError
 from parley.transport.names import (
+    check_replicas,
     consumer_name,
+    server_urls,
     stream_config,
     stream_name,
     subject_for,
@@ -76,7 +78,8 @@ class NatsBridge:
 
     Args:
         node: this node's name (``[A-Za-z0-9_-]{1,128}``).
-        url: the NATS server(s) to connect to.
+        url: the NATS server to connect to, or several separated by commas (the servers of a
+            cluster: the client tries them in turn and fails over between them).
         on_messages: called on the loop thread with each batch of received messages as
             ``(data, delivery)`` pairs; must not block. Ack each ``delivery`` with :meth:`ack` once
             the node has durably processed it; unacked messages are delivered again.
@@ -88,6 +91,9 @@ class NatsBridge:
         duplicate_window: seconds during which JetStream drops a repeated ``Nats-Msg-Id``. Must be
             the same on every node (it is part of every node's stream configuration).
         publish_timeout: bound on one :meth:`publish` call, JetStream acks included.
+        stream_replicas: the replication factor of the streams this node creates (its own, and
+            a recipient's found missing): 1 on a single server, 3 on a cluster. Must be the same
+            on every node.
         reclaim_on_start: at start, take over deliveries left unacked by a previous (dead)
             incarnation of this node so that they come again at once, not after ``ack_wait``.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS, inbox
@@ -95,7 +101,8 @@ class NatsBridge:
             override the bridge's own where both set one.
 
     Raises:
-        ValueError: if ``node`` is not a valid node name or ``fetch_batch`` is below 1.
+        ValueError: if ``node`` is not a valid node name, ``url`` names no server,
+            ``fetch_batch`` is below 1 or ``stream_replicas`` is not 1 to 5.
     """
 
     def __init__(
@@ -110,11 +117,14 @@ class NatsBridge:
         max_ack_pending: int = 20_000,
         duplicate_window: float = 120.0,
         publish_timeout: float = 10.0,
+        stream_replicas: int = 1,
         reclaim_on_start: bool = True,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.node = validate_node_name(node)
         self.url = url
+        self._servers = server_urls(url)
+        check_replicas(stream_replicas)
         if fetch_batch < 1:
             raise ValueError("fetch_batch must be at least 1")
         self._connect_timeout = connect_timeout
@@ -135,6 +145,7 @@ class NatsBridge:
             self.node,
             publish_timeout=publish_timeout,
             duplicate_window=duplicate_window,
+            replicas=stream_replicas,
             spawn=self._spawn,
         )
         self._consumer = PullConsumer(
@@ -154,6 +165,19 @@ class NatsBridge:
     def running(self) -> bool:
         """Whether :meth:`start` succeeded and :meth:`stop` has not been called."""
         return self._state == "running"
+
+    @property
+    def connected_url(self) -> str | None:
+        """``scheme://host:port`` of the server the connection uses now (``None`` if none).
+
+        Other connections of the node (RPC, the network map) connect there and learn the rest
+        of a cluster from it, as this one did.
+        """
+        nc = self._nc
+        url = getattr(nc, "connected_url", None) if nc is not None else None
+        if url is None:
+            return None
+        return f"{url.scheme}://{url.netloc}"
 
     def start(self) -> None:
         """Connect, ensure this node's stream and consumer, start receiving. Blocks until ready.
@@ -288,7 +312,7 @@ class NatsBridge:
             }
             options.update(self._connect_options)
             self._nc = await asyncio.wait_for(
-                nats.connect(self.url, **options), self._connect_timeout
+                nats.connect(self._servers, **options), self._connect_timeout
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise MessagingError(

@@ -11,6 +11,11 @@ Wire layout (``docs/wire.md``):
   missing recipient stream with exactly the configuration the recipient itself uses.
 * Each node has one durable pull consumer ``parley-N`` with explicit acks
   (:func:`consumer_config`).
+* On a NATS cluster the stream is replicated on ``replicas`` servers (3: it survives the loss of
+  any one of them, its leader included). Everyone who creates a stream must pass the same number,
+  as for ``duplicate_window``. A node is given its servers as one string of comma-separated URLs
+  (:func:`server_urls` splits it); the client learns the cluster's other servers from the one it
+  reaches.
 
 Nothing here touches the network.
 """
@@ -32,10 +37,13 @@ from parley.protocol.messages import is_node_name
 
 __all__ = [
     "MAP_BUCKET",
+    "MAX_REPLICAS",
     "RPC_PREFIX",
     "SUBJECT_PREFIX",
+    "check_replicas",
     "consumer_config",
     "consumer_name",
+    "server_urls",
     "stream_config",
     "stream_name",
     "subject_for",
@@ -103,25 +111,69 @@ def subject_for(recipient: str, sender: str) -> str:
     return f"{SUBJECT_PREFIX}.{validate_node_name(recipient)}.{validate_node_name(sender)}"
 
 
-def stream_config(node: str, duplicate_window: float) -> StreamConfig:
+def stream_config(node: str, duplicate_window: float, replicas: int = 1) -> StreamConfig:
     """The configuration of ``node``'s stream: the same whoever creates it.
 
     Args:
         node: the node whose messages the stream holds.
         duplicate_window: seconds during which JetStream drops a repeated ``Nats-Msg-Id``; must
             be the same on every node.
+        replicas: how many servers of a NATS cluster keep the stream (1 on a single server, 3 in
+            a cluster: at most 5); must be the same on every node.
 
     Returns:
-        A work-queue, file-backed, single-replica stream over ``parley.p2p.<node>.>``.
+        A work-queue, file-backed stream over ``parley.p2p.<node>.>``.
+
+    Raises:
+        ValueError: if ``node`` is not a valid node name or ``replicas`` is not 1 to 5.
     """
+    check_replicas(replicas)
     return StreamConfig(
         name=stream_name(node),
         subjects=[f"{SUBJECT_PREFIX}.{node}.>"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=duplicate_window,
-        num_replicas=1,
+        num_replicas=replicas,
     )
+
+
+#: JetStream replicates a stream on at most this many servers.
+MAX_REPLICAS: Final = 5
+
+
+def check_replicas(replicas: int) -> int:
+    """Check a stream replication factor: 1 to :data:`MAX_REPLICAS`.
+
+    Returns:
+        ``replicas`` itself.
+
+    Raises:
+        ValueError: if it is out of range.
+    """
+    if isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(
+            f"stream replicas must be 1 to {MAX_REPLICAS} (3 on a cluster), not {replicas!r}"
+        )
+    return replicas
+
+
+def server_urls(url: str) -> list[str]:
+    """The NATS servers of a URL setting: one URL, or several separated by commas.
+
+    ``"nats://a:4222, nats://b:4222"`` gives ``["nats://a:4222", "nats://b:4222"]``. The client
+    tries them in turn (and learns the rest of the cluster from the first it reaches).
+
+    Raises:
+        ValueError: if ``url`` names no server, or a URL has no ``scheme://``.
+    """
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError(f"no NATS server URL in {url!r}")
+    for one in urls:
+        if "://" not in one:
+            raise ValueError(f"{one!r} is not a NATS URL: give nats://host:port (or tls://)")
+    return urls
 
 
 def consumer_config(node: str, ack_wait: float, max_ack_pending: int) -> ConsumerConfig:

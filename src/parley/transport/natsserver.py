@@ -13,6 +13,11 @@ The port chosen at the first :meth:`~EmbeddedNatsServer.start` is kept: :meth:`~
 restart` listens on the same port and the same store, so clients that reconnect to the old URL find
 the restarted server and its streams (the crash tests ``kill()`` the server and ``restart()`` it).
 
+A server can be one of a cluster (``server_name``, ``cluster_name``, ``cluster_port``, ``routes``:
+:class:`~parley.transport.natscluster.NatsCluster` runs three on loopback); ``monitor`` turns on
+the HTTP monitoring port, whose ``/healthz`` (:meth:`~EmbeddedNatsServer.healthy`) says when the
+server's JetStream is current (in a cluster: a meta leader is known and its streams caught up).
+
 Used by the tests, the benchmarks and ``parley demo``; a production network runs its own NATS
 cluster.
 """
@@ -29,6 +34,9 @@ import socket
 import subprocess
 import sysconfig
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -92,6 +100,12 @@ class EmbeddedNatsServer:
         tls_verify: require and verify a client certificate (needs ``tls_ca``).
         tls_handshake_first: clients start TLS before the server's greeting (no clear-text
             phase a man in the middle could use to strip TLS; see ``NatsAuth``).
+        server_name: the server's name (a cluster's servers need distinct ones; JetStream's
+            stream leaders are reported by it).
+        cluster_name: the cluster to join; with ``cluster_port`` and ``routes``.
+        cluster_port: the port for routes from the other servers (fixed: they are told it).
+        routes: the other servers' route URLs, ``nats-route://host:port``.
+        monitor: serve HTTP monitoring on a free port (see :meth:`healthy`).
 
     Raises:
         ValueError: if a storage limit is not a size like ``"1G"`` or ``"256M"``, or the TLS
@@ -114,6 +128,11 @@ class EmbeddedNatsServer:
         tls_ca: Path | None = None,
         tls_verify: bool = False,
         tls_handshake_first: bool = False,
+        server_name: str | None = None,
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        monitor: bool = False,
     ) -> None:
         for name, value in (("max_file_store", max_file_store), ("max_mem_store", max_mem_store)):
             if not _SIZE.match(value):
@@ -139,10 +158,18 @@ class EmbeddedNatsServer:
             lines.append("  sync_interval: always")
         lines.append("}")
         lines += tls_lines
+        if server_name is not None:
+            lines.append(f"server_name: {json.dumps(server_name)}")
+        lines += _cluster_block(host, cluster_name, cluster_port, routes)
+        if monitor:
+            lines.append(f"http: {json.dumps(f'{host}:-1')}")
+        #: The server's name (``None``: nats-server makes one up).
+        self.server_name = server_name
         self.config_file.write_text("\n".join(lines) + "\n" + extra_config)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._url: str | None = None
+        self._monitor_url: str | None = None
         self._returncode: int | None = None
 
     # ------------------------------------------------------------------ properties
@@ -158,6 +185,11 @@ class EmbeddedNatsServer:
         if self._url is None:
             raise NatsServerError("the server has not been started yet")
         return self._url
+
+    @property
+    def monitor_url(self) -> str | None:
+        """``http://host:port`` of the monitoring endpoint (with ``monitor``) while it runs."""
+        return self._monitor_url if self.running else None
 
     @property
     def port(self) -> int | None:
@@ -221,7 +253,7 @@ class EmbeddedNatsServer:
         self._proc, self._log = proc, log
         deadline = time.monotonic() + timeout
         try:
-            host, port_number = self._wait_for_ports_file(proc, deadline)
+            host, port_number, self._monitor_url = self._wait_for_ports_file(proc, deadline)
             self._wait_for_accept(proc, host, port_number, deadline)
         except BaseException:
             self.kill()
@@ -260,6 +292,22 @@ class EmbeddedNatsServer:
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         self._reap()
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        """Whether the server answers ``/healthz`` with 200: it runs and, with JetStream, its
+        JetStream is current (needs ``monitor``; ``False`` without it).
+
+        Args:
+            timeout: seconds to wait for the answer.
+        """
+        base = self.monitor_url
+        if base is None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=timeout) as answer:
+                return bool(answer.status == 200)
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
 
     def restart(self, timeout: float = 10.0) -> str:
         """Stop the server if it runs, then start it again on the same port and store.
@@ -315,17 +363,19 @@ class EmbeddedNatsServer:
 
     def _wait_for_ports_file(
         self, proc: subprocess.Popen[bytes], deadline: float
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, str | None]:
+        """The client host and port, and the monitoring URL, from the server's ports file."""
         ports_file = self._ports_dir / f"{_BINARY}_{proc.pid}.ports"
         while True:
             if proc.poll() is not None:
                 raise self._failed(proc, f"exited with status {proc.returncode} while starting")
-            with contextlib.suppress(OSError, ValueError):
-                urls = json.loads(ports_file.read_text())["nats"]
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                ports = json.loads(ports_file.read_text())
                 # "nats://127.0.0.1:4222"
-                host_port = urls[0].rsplit("/", 1)[-1]
+                host_port = ports["nats"][0].rsplit("/", 1)[-1]
                 host, _, port = host_port.rpartition(":")
-                return host.strip("[]"), int(port)
+                monitoring = ports.get("monitoring") or [None]
+                return host.strip("[]"), int(port), monitoring[0]
             if time.monotonic() > deadline:
                 raise self._failed(proc, "did not write its ports file in time")
             time.sleep(_POLL)
@@ -345,6 +395,25 @@ class EmbeddedNatsServer:
                         proc, f"did not accept connections on {host}:{port}"
                     ) from None
                 time.sleep(_POLL)
+
+
+def _cluster_block(
+    host: str, name: str | None, port: int | None, routes: Sequence[str]
+) -> list[str]:
+    """The ``cluster { ... }`` lines of the config file (none outside a cluster)."""
+    if name is None:
+        if port is not None or routes:
+            raise ValueError("cluster_port and routes need cluster_name")
+        return []
+    if port is None:
+        raise ValueError("a cluster's server needs a fixed cluster_port (the others route to it)")
+    return [
+        "cluster {",
+        f"  name: {json.dumps(name)}",
+        f"  listen: {json.dumps(f'{host}:{port}')}",
+        f"  routes: [{', '.join(json.dumps(r) for r in routes)}]",
+        "}",
+    ]
 
 
 def _tls_block(

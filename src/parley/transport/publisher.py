@@ -54,6 +54,7 @@ class Publisher:
         publish_timeout: bound on one publish call, JetStream acks included.
         duplicate_window: seconds during which JetStream drops a repeated ``Nats-Msg-Id``; part
             of the configuration of every stream this node creates.
+        replicas: the replication factor of every stream this node creates (3 on a cluster).
         spawn: runs a coroutine as a task the bridge waits for at stop.
     """
 
@@ -63,9 +64,11 @@ class Publisher:
         *,
         publish_timeout: float,
         duplicate_window: float,
+        replicas: int = 1,
         spawn: Callable[[Awaitable[Any]], None],
     ) -> None:
         self._node = node
+        self._replicas = replicas
         self._publish_timeout = publish_timeout
         self._duplicate_window = duplicate_window
         self._spawn = spawn
@@ -87,7 +90,7 @@ class Publisher:
             node: this node (at start, and when its consumer is re-checked), or a recipient
                 whose stream a publish found missing.
         """
-        config = stream_config(node, self._duplicate_window)
+        config = stream_config(node, self._duplicate_window, self._replicas)
         try:
             await self._js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:

@@ -350,7 +350,9 @@ def _check_readable(what: str, path: Path | None) -> None:
 # ---------------------------------------------------------------------- admin tooling
 
 
-async def ensure_node_stream(js: Any, node: str, *, duplicate_window: float = 120.0) -> Any:
+async def ensure_node_stream(
+    js: Any, node: str, *, duplicate_window: float = 120.0, replicas: int = 1
+) -> Any:
     """Create ``node``'s stream with :func:`~parley.transport.names.stream_config` (admin tooling).
 
     Run with the admin's connection when admitting a node, before its key is in the server's
@@ -362,15 +364,17 @@ async def ensure_node_stream(js: Any, node: str, *, duplicate_window: float = 12
         js: a JetStream context of a connection with the admin's permissions.
         node: the node being admitted.
         duplicate_window: seconds of server-side dedup; the same as every node's bridge uses.
+        replicas: the stream's replication factor (3 on a cluster); the same as the nodes use
+            (``NodeConfig.stream_replicas``). A stream that has another is updated to it.
 
     Returns:
         The stream's ``StreamInfo``.
 
     Raises:
-        ValueError: if ``node`` is not a valid node name.
+        ValueError: if ``node`` is not a valid node name or ``replicas`` is not 1 to 5.
         nats.js.errors.APIError: JetStream refused the stream.
     """
-    config = stream_config(node, duplicate_window)
+    config = stream_config(node, duplicate_window, replicas)
     try:
         return await js.add_stream(config)
     except nats.js.errors.BadRequestError as exc:
