@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from parley.cli.flow import flow_app
+from parley.cli.flow import flow_app, node_drain, node_undrain
 from parley.cli.health import node_health
 from parley.cli.hospital import hospital_app
 from parley.cli.nats import nats_app
@@ -33,6 +33,8 @@ app = typer.Typer(
 node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 node_app.command("health")(node_health)
+node_app.command("drain")(node_drain)
+node_app.command("undrain")(node_undrain)
 app.add_typer(network_app, name="network")
 app.add_typer(flow_app, name="flow")
 app.add_typer(hospital_app, name="hospital")

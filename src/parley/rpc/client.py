@@ -374,6 +374,14 @@ class AsyncRpcClient:
         """The node's counters."""
         return await self.call("stats", {})
 
+    async def drain(self) -> dict[str, Any]:
+        """Stop the node taking new work; running flows finish (``Node.drain``)."""
+        return await self.call("drain", {})
+
+    async def undrain(self) -> dict[str, Any]:
+        """Let the node take new work again (``Node.undrain``)."""
+        return await self.call("undrain", {})
+
 
 class AsyncFlowHandle:
     """A flow started (or found) through an :class:`AsyncRpcClient`."""

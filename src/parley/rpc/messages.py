@@ -64,6 +64,8 @@ OPERATIONS: Final = (
     "hospital_retry",
     "hospital_kill",
     "stats",
+    "drain",
+    "undrain",
 )
 #: The numeric code in nats.micro's ``Nats-Service-Error-Code`` header, by error code.
 HTTP_LIKE: Final = {

@@ -63,6 +63,7 @@ from parley.rpc.messages import (
     summary_row,
 )
 from parley.rpc.users import (
+    ALL,
     HOSPITAL,
     KILL_FLOW,
     READ_FLOWS,
@@ -116,6 +117,12 @@ class NodeApi(Protocol):
 
     def stats(self, timeout: float = ...) -> dict[str, int]: ...
 
+    def drain(self) -> None: ...
+
+    def undrain(self) -> None: ...
+
+    def drained(self) -> bool: ...
+
 
 class Operations:
     """The operations of one node's RPC service (called on the service's event loop).
@@ -165,6 +172,8 @@ class Operations:
             "hospital_retry": self.hospital_retry,
             "hospital_kill": self.hospital_kill,
             "stats": self.stats,
+            "drain": self.drain,
+            "undrain": self.undrain,
         }
 
     async def authenticate(self, request: Request) -> RpcUser:
@@ -313,6 +322,16 @@ class Operations:
         user.require(READ_FLOWS, "read the node's statistics")
         counters = await self._call(self.node.stats)
         return {"node": self.name, "counters": counters, "tracked_flows": len(self.feeds)}
+
+    async def drain(self, user: RpcUser, args: Args) -> Result:
+        user.require(ALL, "drain the node")
+        await self._call(self.node.drain)
+        return {"node": self.name, "draining": True, "drained": await self._call(self.node.drained)}
+
+    async def undrain(self, user: RpcUser, args: Args) -> Result:
+        user.require(ALL, "undrain the node")
+        await self._call(self.node.undrain)
+        return {"node": self.name, "draining": False}
 
     # ---- helpers --------------------------------------------------------------------------------
     async def _readable(self, user: RpcUser, flow_id: str) -> FlowHandle[Any]:

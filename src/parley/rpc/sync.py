@@ -168,6 +168,12 @@ class RpcClient:
     def stats(self) -> dict[str, Any]:
         return self._run(self.aio.stats())
 
+    def drain(self) -> dict[str, Any]:
+        return self._run(self.aio.drain())
+
+    def undrain(self) -> dict[str, Any]:
+        return self._run(self.aio.undrain())
+
     def _iterate(self, source: Any) -> Generator[Any, None, None]:
         """Items of an async iterator, pumped on the client's loop into this thread."""
         loop = self._loop
