@@ -1202,7 +1202,12 @@ class Campaign:
                     released.add(flow_id)
             self.report.attacker_flows_left = len(left)
             self.report.inits_released = len(released)
-            return self.fuzzer.consumer_state(self.arena.target) == (0, 0)
+            if self.fuzzer.consumer_state(self.arena.target) != (0, 0):
+                return False
+            # a kill is asynchronous: done once the killed flows are gone (a loaded machine
+            # takes a while), and none the attacker opened is still waiting
+            still = {f.flow_id for f in self.target.flows(FlowStatus.RUNNABLE)}
+            return not still & self._attacker_flows
 
         with contextlib.suppress(TimeoutError):
             wait_until(done, timeout, every=0.1)
