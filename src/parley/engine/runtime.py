@@ -266,17 +266,25 @@ class FlowRuntime:
         return None
 
     def handle_of(self, flow_id: str) -> FlowHandle[Any] | None:
-        """The handle of a flow started here (an RPC start or a client id), also after a restart.
+        """The handle of a flow of this node, also after a restart.
 
-        A flow in memory gives its handle; a stored one is restored first; a finished flow that
-        had a client id gives a finished handle with its stored outcome. ``None``: no such flow
-        (or one that finished without a client id, whose outcome was not kept).
+        A flow started here (an RPC start or a client id) has had its handle since its start; a
+        responder (started by a peer's session-init) is given one when first asked, so that its
+        progress and its end can be followed while it runs. A flow in memory gives its handle; a
+        stored one is restored first; a finished flow that had a client id gives a finished
+        handle with its stored outcome. ``None``: no such flow (or one that finished without a
+        client id, whose outcome was not kept).
         """
         record = self.flows.get(flow_id)
         if record is not None and record.handle is not None:
             return record.handle
         stored = self.store.load_flow(flow_id)
-        if stored is not None and stored.kind is StartKind.RPC:
+        if record is not None and record.driver is not None and record.retiring is None:
+            return self._follow(record, durable=stored is not None)
+        if stored is not None and stored.kind is not StartKind.RPC:  # a passivated responder
+            record = self._live(flow_id)
+            return self._follow(record, durable=True) if record is not None else None
+        if stored is not None:
             record = self._live(flow_id)
             if record is not None and record.handle is not None:
                 return record.handle
@@ -285,6 +293,15 @@ class FlowRuntime:
         client_id = stored.client_id if stored is not None else None
         client_id = client_id or self.store.client_id_of_result(flow_id)
         return self._finished(client_id) if client_id is not None else None
+
+    def _follow(self, record: FlowRecord, *, durable: bool) -> FlowHandle[Any] | None:
+        """A handle for a live flow that has none (a responder); it ends with the flow."""
+        if record.handle is not None or record.driver is None:
+            return record.handle
+        record.handle = FlowHandle(record.flow_id, tracker_of(record.driver.flow))
+        if durable:
+            record.handle.started.set_result(None)
+        return record.handle
 
     def reattach(self, client_id: str) -> FlowHandle[Any] | None:
         """The handle of the flow started with ``client_id`` (see :meth:`handle_of`)."""

@@ -340,8 +340,8 @@ class Operations:
         handle = self._handles.get(flow_id) or await self._call(self.node.flow_handle, flow_id)
         if handle is None:
             raise FlowNotFound(
-                f"node {self.name} has no flow {flow_id} to follow (flows started by peers have "
-                "none, and a finished flow's outcome is kept only if it had a client id)",
+                f"node {self.name} has no flow {flow_id} to follow (a finished flow's outcome "
+                "is kept only if it had a client id)",
                 flow_id=flow_id,
             )
         return handle
