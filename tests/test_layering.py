@@ -32,7 +32,7 @@ LAYERS: dict[str, set[str]] = {
     "node": {"actors", "rpc", "transport", "engine", "identity", "flows", "store", "protocol"},
     "testing": {"transport", "engine", "identity", "flows", "store", "protocol"},
     "apps": {"parley"},
-    "cli": {"node", "rpc", "transport", "engine", "identity", "flows", "protocol"},
+    "cli": {"node", "rpc", "transport", "engine", "identity", "flows", "store", "protocol"},
 }
 #: Libraries a part must not import at all.
 FORBIDDEN: dict[str, set[str]] = {

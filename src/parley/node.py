@@ -87,7 +87,7 @@ from parley.protocol.messages import Envelope
 from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry, StoreOp
 from parley.rpc.service import RpcService
 from parley.rpc.users import RpcUser
-from parley.store import FlowSummary, SqliteStore
+from parley.store import FlowSummary, SqliteStore, require_known_schema
 from parley.transport.bridge import NatsBridge
 from parley.transport.mapsync import MapSync
 from parley.transport.names import check_replicas, server_urls
@@ -276,6 +276,7 @@ class Node:
                 config.data_dir / "nats", sync_always=config.jetstream_sync_always
             )
             self.url = self.nats.start()
+        require_known_schema(self.db_path)  # clearly, before the actor opens it read-write
         persistence = Persistence.start(
             self.db_path,
             synchronous=config.synchronous,

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from parley.cli.demo import demo
 from parley.cli.flow import flow_app, node_drain, node_undrain
 from parley.cli.health import node_health
 from parley.cli.hospital import hospital_app
 from parley.cli.nats import nats_app
 from parley.cli.network import OPERATOR_PUBLIC_FILE, check_name, fail, hint, network_app
+from parley.cli.store import node_backup, node_check
 from parley.cli.users import add_user, load_users
 from parley.cli.wire import wire_app
 
@@ -33,6 +35,8 @@ app = typer.Typer(
 node_app = typer.Typer(help="Create a node's identity; run a node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 node_app.command("health")(node_health)
+node_app.command("check")(node_check)
+node_app.command("backup")(node_backup)
 node_app.command("drain")(node_drain)
 node_app.command("undrain")(node_undrain)
 app.add_typer(network_app, name="network")
@@ -40,6 +44,7 @@ app.add_typer(flow_app, name="flow")
 app.add_typer(hospital_app, name="hospital")
 app.add_typer(nats_app, name="nats")
 app.add_typer(wire_app, name="wire")
+app.command("demo")(demo)
 
 #: Keys a ``parley.toml`` may set under ``[node]`` (the same names as the flags).
 CONFIG_KEYS = {

@@ -6,16 +6,28 @@ machine emits, atomically, and reads back what a restarting node needs. See
 """
 
 from parley.store.connection import classify_sqlite_error, copy_database
+from parley.store.maintenance import (
+    BackupError,
+    StoreCheck,
+    backup_database,
+    check_database,
+    require_known_schema,
+)
 from parley.store.rows import FlowSummary, StoredFlow, StoredResult
 from parley.store.schema import SchemaVersionError
 from parley.store.sqlite import SqliteStore
 
 __all__ = [
+    "BackupError",
     "FlowSummary",
     "SchemaVersionError",
     "SqliteStore",
+    "StoreCheck",
     "StoredFlow",
     "StoredResult",
+    "backup_database",
+    "check_database",
     "classify_sqlite_error",
     "copy_database",
+    "require_known_schema",
 ]
