@@ -137,34 +137,90 @@ class MockFlowHandle(Generic[T]):
 
 
 class Faults:
-    """Fault injection for a mock node: make its next commits or publishes fail.
+    """Fault injection for a mock node: make its next commits, publishes or acks fail.
 
     ``node.faults.fail("commit", sqlite3.OperationalError("database or disk is full"))`` makes
     the node's next commit fail with that error (``times`` of them, after ``skip`` successful
-    ones); ``"publish"`` does the same for what it sends. A test seam of the mock node's ports:
-    the engine it drives is the one a real node runs.
+    ones; ``times=None``: every one from then on). The kinds, each a seam of the mock node's
+    ports (the engine it drives is the one a real node runs):
+
+    * ``"commit"``: the commit fails and writes nothing.
+    * ``"after_commit"``: the commit is written, then reported failed (a disk or connection
+      error after ``COMMIT`` reached the file).
+    * ``"publish"``: the publish fails and sends nothing.
+    * ``"after_publish"``: the messages are sent, then the publish is reported failed (the
+      broker stored them, but its acknowledgement was lost).
+    * ``"acknowledge"``: acknowledging received messages raises the error; they stay unacked,
+      so the node receives them again when it restarts (as a broker redelivers what was never
+      acknowledged).
+
+    A commit or publish fails or succeeds as a whole, so ``times`` counts operations, not the
+    messages or rows in them. :attr:`seen` counts the operations that reached each seam (to find
+    the ``skip`` of a given commit, count them in a run without faults), :attr:`injected` the
+    faults injected so far, by kind.
     """
+
+    KINDS = ("commit", "after_commit", "publish", "after_publish", "acknowledge")
 
     def __init__(self) -> None:
         self._planned: dict[str, list[tuple[int, BaseException]]] = {}
+        self._always: dict[str, tuple[int, BaseException]] = {}
+        #: How many operations reached each kind's seam so far, failed or not.
+        self.seen: dict[str, int] = dict.fromkeys(self.KINDS, 0)
+        #: How many faults of each kind were injected so far.
+        self.injected: dict[str, int] = dict.fromkeys(self.KINDS, 0)
 
-    def fail(self, what: str, error: BaseException, *, times: int = 1, skip: int = 0) -> None:
-        if what not in ("commit", "publish"):
-            raise ValueError(f"faults are injected into 'commit' or 'publish', not {what!r}")
-        self._planned.setdefault(what, []).append((skip, error))
-        for _ in range(times - 1):
-            self._planned[what].append((0, error))
+    def fail(
+        self, what: str, error: BaseException, *, times: int | None = 1, skip: int = 0
+    ) -> None:
+        """Plan ``times`` failures of ``what`` (``None``: all from then on), after ``skip``.
+
+        Raises:
+            ValueError: ``what`` is not one of :attr:`KINDS`, or ``times``/``skip`` is negative.
+        """
+        if what not in self.KINDS:
+            raise ValueError(
+                "faults are injected into 'commit' or 'publish' (or 'after_commit', "
+                f"'after_publish'), or 'acknowledge', not {what!r}"
+            )
+        if (times is not None and times < 0) or skip < 0:
+            raise ValueError("times and skip must not be negative")
+        if times is None:  # once the failures planned before are used up
+            self._always[what] = (skip, error)
+        elif times > 0:
+            planned = self._planned.setdefault(what, [])
+            planned.append((skip, error))
+            planned.extend((0, error) for _ in range(times - 1))
+
+    def clear(self) -> None:
+        """Forget every planned failure (the disk is fixed, the broker is back)."""
+        self._planned.clear()
+        self._always.clear()
 
     def next(self, what: str) -> BaseException | None:
         """The error the next ``what`` must fail with (``None``: it succeeds)."""
+        self.seen[what] = self.seen.get(what, 0) + 1
+        error = self._next(what)
+        if error is not None:
+            self.injected[what] = self.injected.get(what, 0) + 1
+        return error
+
+    def _next(self, what: str) -> BaseException | None:
         planned = self._planned.get(what)
-        if not planned:
+        if planned:
+            skip, error = planned[0]
+            if skip > 0:
+                planned[0] = (skip - 1, error)
+                return None
+            planned.pop(0)
+            return error
+        always = self._always.get(what)
+        if always is None:
             return None
-        skip, error = planned[0]
+        skip, error = always
         if skip > 0:
-            planned[0] = (skip - 1, error)
+            self._always[what] = (skip - 1, error)
             return None
-        planned.pop(0)
         return error
 
 
@@ -184,6 +240,8 @@ class _Ports:
                 self.node.store.commit(ops)
             except Exception as exc:
                 error = exc
+            else:
+                error = self.node.faults.next("after_commit")
         done(error)
 
     def send(
@@ -192,9 +250,13 @@ class _Ports:
         error = self.node.faults.next("publish")
         if error is None:
             self.node.network._publish(envelopes)
+            error = self.node.faults.next("after_publish")
         done(error)
 
     def ack(self, deliveries: tuple[object, ...]) -> None:
+        error = self.node.faults.next("acknowledge")
+        if error is not None:
+            raise error  # the deliveries stay in flight: a restart delivers them again
         for delivery in deliveries:
             self.node.in_flight.pop(delivery, None)  # type: ignore[call-overload]
 

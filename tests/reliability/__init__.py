@@ -1,0 +1,1 @@
+"""Fault scenarios on real SQLite files: failed commits, publishes and acks, and the hospital."""
