@@ -84,7 +84,13 @@ from parley.protocol import codec
 from parley.protocol.codec import DEFAULT_MAX_SIZE
 from parley.protocol.errors import FlowUsageError, ParleyError
 from parley.protocol.messages import Envelope
-from parley.protocol.records import FlowStatus, PutAdmission, PutMapEntry, StoreOp
+from parley.protocol.records import (
+    DeleteAdmissions,
+    FlowStatus,
+    PutAdmission,
+    PutMapEntry,
+    StoreOp,
+)
 from parley.rpc.service import RpcService
 from parley.rpc.users import RpcUser
 from parley.store import FlowSummary, SqliteStore, require_known_schema
@@ -355,6 +361,8 @@ class Node:
                 manager.tell(WorkerFailed(index, handles))
 
         services.on_worker_failure = worker_failed
+        # The hospital's records of flows that died with the last run before any checkpoint.
+        self._commit_now((DeleteAdmissions(),))
         reply: Future[list[Future[int]]] = Future()
         self._manager.tell(RestoreAll(reply))
         restored = sum(f.result(timeout=300) for f in reply.result(timeout=60))

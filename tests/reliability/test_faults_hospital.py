@@ -316,12 +316,6 @@ def rate_of(currency: str) -> float:
     return {"USD": 1.25}[currency]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a flow kept for observation and restored by a restart runs again, but its stored "
-    "status stays HOSPITALIZED until its next checkpoint: while it waits (here on an external "
-    "operation) flows() reports it parked and hospital_retry refuses it",
-)
 def test_a_restored_flow_that_waits_again_is_no_longer_stored_as_hospitalized(
     tmp_path: Path,
 ) -> None:
@@ -339,11 +333,6 @@ def test_a_restored_flow_that_waits_again_is_no_longer_stored_as_hospitalized(
     assert waiting.status is FlowStatus.RUNNABLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the admission of a flow that ends or is forgotten before its first checkpoint stays "
-    "in hospital_admission for good: hospital_list shows a flow that no longer exists",
-)
 @pytest.mark.parametrize("ending", ["parked", "failed"])
 def test_the_records_of_a_flow_never_checkpointed_go_with_it(ending: str, tmp_path: Path) -> None:
     net = MockNetwork(data_dir=tmp_path)

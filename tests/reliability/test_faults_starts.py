@@ -203,12 +203,6 @@ def test_a_flow_whose_constructor_refuses_its_arguments_on_restore_is_kept_for_o
     assert alice.store.query("SELECT status FROM flow_header") == [("KILLED",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a flow whose constructor raises anything but ParleyError/TypeError/ValueError when a "
-    "restart re-creates it aborts the restore: restart_node raises, and the flows after it are "
-    "not restored (a node's worker logs it and never answers its RestoreFlows)",
-)
 def test_a_flow_whose_constructor_fails_otherwise_on_restore_does_not_stop_the_others(
     tmp_path: Path,
 ) -> None:

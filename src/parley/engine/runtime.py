@@ -73,6 +73,7 @@ from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope, Init, decode_envelope
 from parley.protocol.records import (
     MAX_CLIENT_ID,
+    DeleteAdmissions,
     FlowStatus,
     PutFlowStart,
     PutSignal,
@@ -129,6 +130,8 @@ class FlowRuntime:
         self.identity = identity
         self.parties = parties
         self._identity_service = identity_service
+        #: Flows admitted to the hospital before their first checkpoint.
+        self._admitted_early: set[str] = set()
         self.store = store
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
@@ -467,13 +470,19 @@ class FlowRuntime:
             return None
         try:
             found = restored(stored)
-        except UNREADABLE as exc:
-            log.error("flow %s can't be restored, keeping it for observation: %r", flow_id, exc)
+        except Exception as exc:  # a broken checkpoint, or flow code that no longer fits it
+            level = logging.ERROR if isinstance(exc, UNREADABLE) else logging.WARNING
+            log.log(
+                level, "flow %s can't be restored, keeping it for observation: %r", flow_id, exc
+            )
             self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.HOSPITALIZED),))
             return None
         state = found.state
         if stored.status is FlowStatus.HOSPITALIZED:
+            # It runs again: stored as runnable now, not only at its next checkpoint (flows()
+            # and an operator's retry see it as it is).
             state = replace(state, status=FlowStatus.RUNNABLE)
+            self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.RUNNABLE),))
         state = replace(state, incarnation=incarnation, client_id=stored.client_id)
         flow = found.flow
         driver = FlowDriver(self, state, flow, journal=found.journal)
@@ -755,6 +764,10 @@ class FlowRuntime:
             record.retiring = driver
         handle, record.handle = record.handle, None
         self.flows.detach(record)
+        if flow_id in self._admitted_early:
+            # Admitted before it was ever checkpointed: no stored flow deletes its records.
+            self._admitted_early.discard(flow_id)
+            self._commit_quietly((DeleteAdmissions(flow_id),))
         # Messages that reached the flow after its last step (while its final commit was in
         # flight) find no session any more: acked and dropped, as for any ended session.
         late = [
@@ -830,6 +843,8 @@ class FlowRuntime:
 
     def admit(self, driver: FlowDriver, state: FlowState) -> None:
         flow_id = driver.flow_id
+        if not state.persisted:
+            self._admitted_early.add(flow_id)  # its records must go with it (see removed)
 
         def verdict(event: Event, delay: float) -> None:  # may be called on another thread
             if delay <= 0:

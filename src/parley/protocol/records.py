@@ -166,6 +166,14 @@ class DeleteSchedule:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteAdmissions:
+    """Forget the hospital's admissions of a flow that ended before it was ever checkpointed,
+    or (``flow_id`` None) of every flow that is not stored (a node's start)."""
+
+    flow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PutSignal:
     """Store a signal for a flow (``FlowLogic.wait_for_signal``) until the flow consumes it."""
 
@@ -203,6 +211,7 @@ StoreOp = (
     | PutMapEntry
     | PutSignal
     | PutAdmission
+    | DeleteAdmissions
     | PutSchedule
     | DeleteSchedule
     | PutHeldInit
@@ -212,6 +221,7 @@ StoreOp = (
 
 __all__ = [
     "MAX_CLIENT_ID",
+    "DeleteAdmissions",
     "DeleteFlow",
     "DeleteHeldInit",
     "DeleteSchedule",

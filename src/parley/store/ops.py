@@ -14,6 +14,7 @@ from typing import assert_never
 
 from parley.protocol.records import (
     MAX_CLIENT_ID,
+    DeleteAdmissions,
     DeleteFlow,
     DeleteHeldInit,
     DeleteSchedule,
@@ -104,6 +105,10 @@ def apply_op(conn: Connection, op: StoreOp, now: float) -> None:
                     op.retry_in,
                 ),
             )
+        case DeleteAdmissions(flow_id=None):
+            conn.execute(schema.DELETE_ORPHAN_ADMISSIONS)
+        case DeleteAdmissions(flow_id=flow_id):
+            conn.execute(schema.DELETE_ADMISSIONS, (flow_id,))
         case PutSchedule():
             conn.execute(
                 schema.UPSERT_SCHEDULE,

@@ -279,6 +279,12 @@ DELETE_HELD_INIT = "DELETE FROM held_init WHERE flow_id = ?"
 
 SELECT_HELD_INITS = "SELECT flow_id, envelope FROM held_init ORDER BY created_at, flow_id"
 
+DELETE_ADMISSIONS = "DELETE FROM hospital_admission WHERE flow_id = ?"
+
+DELETE_ORPHAN_ADMISSIONS = """
+DELETE FROM hospital_admission WHERE flow_id NOT IN (SELECT flow_id FROM flow_start)
+"""
+
 INSERT_ADMISSION = """
 INSERT INTO hospital_admission (
     flow_id, admitted_at, flow_class, suspends, error_type, message, traceback, causes, staff,

@@ -52,7 +52,13 @@ from parley.identity.service import NodeIdentity
 from parley.protocol import codec
 from parley.protocol.errors import ParleyError
 from parley.protocol.messages import Envelope, SessionMessage, encode_envelope
-from parley.protocol.records import DeleteSchedule, FlowStatus, PutAdmission, StoreOp
+from parley.protocol.records import (
+    DeleteAdmissions,
+    DeleteSchedule,
+    FlowStatus,
+    PutAdmission,
+    StoreOp,
+)
 from parley.store import FlowSummary, SqliteStore
 
 T = TypeVar("T")
@@ -537,6 +543,7 @@ class MockNode:
         self.in_flight.clear()
         self.queue.extendleft(reversed(redeliver))
         self.runtime = self._new_runtime()
+        self.store.commit((DeleteAdmissions(),))  # of flows that died with the last incarnation
         self.runtime.restore_flows(self.store.runnable_flow_ids())
         self.runtime.readmit_held()
         self._recover_schedules()
