@@ -28,10 +28,13 @@ queries). sqlite-utils is never on the checkpoint path (``bench/trade.py``).
 trade, ``Seller`` and ``Buyer`` (:mod:`~parley.apps.trade.twoparty`); ``CollectSignatures`` and
 ``SignTransaction`` (:mod:`~parley.apps.trade.signing`); ``Finality`` and ``ReceiveFinality``
 (:mod:`~parley.apps.trade.finality`); ``Notarise`` and the notary's ``NotaryResponder``, which
-refuses an input consumed twice with ``NotaryException`` (:mod:`~parley.apps.trade.notary`).
+refuses an input consumed twice with ``NotaryException`` (:mod:`~parley.apps.trade.notary`);
+``SpendAgain``, the double spend ``parley demo`` shows the notary refusing
+(:mod:`~parley.apps.trade.demo`).
 """
 
 from parley.apps.trade.contracts import TransactionVerificationException
+from parley.apps.trade.demo import SpendAgain
 from parley.apps.trade.finality import Finality, ReceiveFinality
 from parley.apps.trade.issue import IssueCash, IssuePaper, PlaceBid
 from parley.apps.trade.notary import Notarise, NotaryException, NotaryResponder
@@ -81,6 +84,7 @@ __all__ = [
     "SignPayment",
     "SignTransaction",
     "SignedTransaction",
+    "SpendAgain",
     "StateAndRef",
     "StateRef",
     "TimeWindow",
