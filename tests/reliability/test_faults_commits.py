@@ -156,12 +156,6 @@ class PaysAtTheEnd(FlowLogic[str]):
         return "paid"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a flow's final commit (its writes and the deletion of its checkpoint) written but "
-    "reported failed: the hospital's retry finds no checkpoint and re-runs the flow from its "
-    "start record, so its writes commit a second time",
-)
 def test_a_final_commit_written_but_reported_failed_does_not_run_the_flow_again(
     tmp_path: Path,
 ) -> None:
@@ -169,16 +163,9 @@ def test_a_final_commit_written_but_reported_failed_does_not_run_the_flow_again(
     alice.faults.fail("after_commit", FAILED, skip=1)
     assert alice.start_flow(PaysAtTheEnd()).result() == "paid"
     assert alice.store.query("SELECT n FROM got") == [(1,)]
-    assert RUNS == ["pays", "pays"]  # the replay from its checkpoint, no more
+    assert RUNS == ["pays"]  # its checkpoint is gone: it had ended, so nothing runs again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client-id flow's final commit written but reported failed: the retry re-runs the "
-    "flow from its start, whose first checkpoint breaks the finished client id's constraint; "
-    "then its failure's result breaks it too, and the hospital propagates it again forever "
-    "(admissions without end); the client never gets the stored result",
-)
 def test_a_client_id_flows_final_commit_written_but_reported_failed_gives_its_result(
     tmp_path: Path,
 ) -> None:
@@ -215,12 +202,6 @@ def test_a_retry_whose_own_commit_fails_is_retried_again_and_the_flow_completes(
     assert settled(net)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reading the checkpoint back fails during the hospital's in-memory retry: the old "
-    "driver is already gone, the verdict for the new error finds no driver, and the flow "
-    "stays in neither memory nor the hospital until the node restarts (it hangs)",
-)
 def test_a_retry_that_cannot_read_the_checkpoint_at_first_is_retried_and_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

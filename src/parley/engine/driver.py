@@ -202,6 +202,9 @@ class FlowDriver:
         self.mailbox: deque[Event] = deque()
         self.done = False
         self._blocked: _Blocked | None = None
+        #: The end of the flow whose final commit was reported failed (it may have been
+        #: written all the same: the host checks when it retries the flow).
+        self.unconfirmed_end: RemoveFlow | None = None
         self._replay: deque[Entry] | None = deque(journal) if journal else None
         self._replay_error: NonDeterministicFlowError | None = None
         self._closing = False
@@ -417,6 +420,9 @@ class FlowDriver:
             action = actions[index]
             if isinstance(action, PersistCheckpoint):
                 self._blocked = _Blocked(actions, index + 1, result.continuation, previous, action)
+                ending = [a for a in actions[index + 1 :] if isinstance(a, RemoveFlow)]
+                if ending:  # the flow's final commit: if it is reported failed, it may be written
+                    self.unconfirmed_end = ending[0]
                 self.host.commit(self, action.ops)
                 return
             try:
@@ -431,6 +437,8 @@ class FlowDriver:
         blocked, self._blocked = self._blocked, None
         if blocked is None:
             return
+        if error is None:
+            self.unconfirmed_end = None
         with flow_log_context(self.flow_id):
             if error is not None:
                 self._action_failed(error, blocked.action, blocked.previous)

@@ -817,16 +817,63 @@ class FlowRuntime:
         redeliver, record.uncommitted = record.uncommitted, []
         # Detach without forgetting: the record (handle, publishes) carries over to the new one.
         self.flows.detach(record)
-        incarnation = driver.state.incarnation + 1
-        fresh = self._restore(driver.flow_id, incarnation) or self._restart(driver, incarnation)
+        killed = any(isinstance(e, KillRequested) for e in driver.take_mailbox())
+        self._reincarnate(driver, driver.state.incarnation + 1, redeliver, killed)
+
+    def _reincarnate(
+        self,
+        driver: FlowDriver,
+        incarnation: int,
+        redeliver: list[SessionMessageDelivered],
+        killed: bool,
+    ) -> None:
+        """Bring a retried flow back from its checkpoint (or its start record)."""
+        try:
+            fresh = self._restore(driver.flow_id, incarnation)
+        except Exception as exc:  # the checkpoint could not be read (locked, an I/O error)
+            log.warning(
+                "flow %s: reading its checkpoint failed (%r); trying again", driver.flow_id, exc
+            )
+            when = self.ports.now() + timedelta(seconds=1)
+            self.ports.call_at(
+                when, lambda: self._reincarnate(driver, incarnation, redeliver, killed)
+            )
+            return
+        if fresh is None and self._ended_durably(driver):
+            # Its final commit was written although it was reported failed: it is over.
+            end = driver.unconfirmed_end
+            value, error = (end.result, end.error) if end is not None else (None, None)
+            if end is None and driver.state.client_id is not None:
+                stored = self._finished(driver.state.client_id)
+                if stored is not None and stored.future.done():
+                    error = stored.future.exception()
+                    value = None if error is not None else stored.future.result()
+            log.info("flow %s had ended already (its last commit was written)", driver.flow_id)
+            self.removed(driver, value, error, durable=True)
+            if redeliver:
+                self.ack(tuple(e.delivery for e in redeliver if e.delivery is not None))
+            return
+        fresh = fresh or self._restart(driver, incarnation)
         if fresh is None:
             return
         fresh_record = self._record_of(fresh)
         for event in redeliver:
             fresh_record.uncommitted.append(event)
             fresh.post(event)
-        if any(isinstance(e, KillRequested) for e in driver.take_mailbox()):
+        if killed:
             fresh.post(KillRequested())
+
+    def _ended_durably(self, driver: FlowDriver) -> bool:
+        """Whether a flow found without a checkpoint had committed its end (not never begun)."""
+        state = driver.state
+        if state.persisted:
+            return True  # it had a checkpoint: only its final commit deletes it
+        if state.client_id is not None and self.store.flow_result(state.client_id) is not None:
+            return True
+        fact = driver.initial_state.init_fact
+        return fact is not None and (
+            self.store.processed_init(fact.sender, fact.initiator_session) is not None
+        )
 
     def _restart(self, old: FlowDriver, incarnation: int) -> FlowDriver | None:
         """Start a never-checkpointed flow again from its start record."""
