@@ -68,6 +68,7 @@ def test_a_publish_that_keeps_failing_is_kept_for_observation(net: MockNetwork) 
     assert [f.status for f in bob.flows()] == [FlowStatus.HOSPITALIZED]
 
 
-def test_faults_are_only_injected_into_commits_and_publishes(writer: MockNode) -> None:
-    with pytest.raises(ValueError, match="'commit' or 'publish'"):
-        writer.faults.fail("ack", OSError("no"))
+def test_an_unknown_kind_of_fault_is_refused_naming_the_kinds(writer: MockNode) -> None:
+    with pytest.raises(ValueError, match="'commit'") as raised:
+        writer.faults.fail("ack", OSError("no"))  # the kind is called "acknowledge"
+    assert "acknowledge" in str(raised.value)
