@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,7 +145,9 @@ def demo(
             out.error(f"processes of the demo still run: {', '.join(map(str, alive))}")
         elif stopped:
             out.step("stopped", f"{', '.join(stopped)}: no process left")
-        if temporary:
+        if temporary and code == 1:
+            out.line(f"the logs are in {directory} (kept: delete it when done)")
+        elif temporary:
             shutil.rmtree(directory, ignore_errors=True)
         out.line(f"[dim]the demo took {time.monotonic() - began:.1f} s[/]")
     raise typer.Exit(code)
@@ -167,6 +169,15 @@ def _alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rpartition(")")[2].split()[0] != "Z"
     return True
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    """The end of a log file."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _environment() -> dict[str, str]:
@@ -230,12 +241,15 @@ class _Children:
         self.started.append(proc)
         assert proc.stdout is not None
         deadline = time.monotonic() + START_WAIT
-        while not select.select([proc.stdout], [], [], POLL * 10)[0]:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise DemoError(f"nats-server did not start; see {store / 'serve.log'}")
-        url = proc.stdout.readline().decode().strip()
+        url = ""
+        while not url and proc.poll() is None and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], POLL * 10)[0]:
+                url = proc.stdout.readline().decode().strip()
         if not url.startswith("nats://"):
-            raise DemoError(f"nats-server did not start; see {store / 'serve.log'}")
+            serve_log = store / "serve.log"
+            raise DemoError(
+                f"nats-server did not start; the end of {serve_log}:\n{_tail(serve_log)}"
+            )
         for ports in (store / "ports").glob("nats-server_*.ports"):  # written by the server
             with contextlib.suppress(ValueError):
                 self.server_pid = int(ports.stem.rpartition("_")[2])
@@ -267,13 +281,6 @@ class _Children:
         proc.wait()
         return proc.pid
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        try:
-            text = (self.directory / name / "node.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop_all(self) -> tuple[list[str], list[int]]:
         """Stop every process still running: the nodes (SIGTERM, then SIGKILL after
         :data:`STOP_GRACE`), then nats-server. Returns what was stopped, and the PIDs of the
@@ -302,10 +309,21 @@ class _Children:
             stopped.append(f"nats-server (pid {self.server_pid or self.nats.pid})")
         if self.nats is not None and self.nats.stdout is not None:
             self.nats.stdout.close()
+        server = self.server_pid
+        if server is not None and _alive(server) and self._ours(server):
+            os.kill(server, signal.SIGKILL)  # its `parley nats serve` died without stopping it
         pids = [proc.pid for proc in self.started if proc.poll() is None]
-        if self.server_pid is not None and _alive(self.server_pid):
-            pids.append(self.server_pid)
+        if server is not None and _alive(server):
+            pids.append(server)
         return stopped, pids
+
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` is still the nats-server of this demo (not a PID used again)."""
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return str(self.directory / "nats").encode() in command
 
 
 # ---------------------------------------------------------------------- the demo
@@ -424,9 +442,10 @@ class _Demo:
         while True:
             proc = self.children.nodes[name]
             if proc.poll() is not None:
+                log = self.directory / name / "node.log"
                 raise DemoError(
                     f"node {name} exited with status {proc.returncode} while starting; the end "
-                    f"of {self.directory / name / 'node.log'}:\n{self.children.log_tail(name)}"
+                    f"of {log}:\n{_tail(log)}"
                 )
             with contextlib.suppress(NodeUnreachable, RpcTimeout):
                 await client.call("stats", {}, timeout=2.0)
@@ -520,7 +539,7 @@ class _Demo:
         self, client: AsyncRpcClient, flow_id: str, side: str, trees: _Trees
     ) -> FlowOutcome:
         outcome = None
-        async for update in client.track(flow_id):
+        async for update in client.track(flow_id):  # to its end
             trees.update(side, update)
             outcome = update.outcome or outcome
         if outcome is None:
@@ -528,32 +547,63 @@ class _Demo:
         return outcome
 
     async def _follow_buyer(self, client: AsyncRpcClient, flow_id: str, trees: _Trees) -> None:
-        """Follow the buyer's flow (a responder: it exists once the seller's offer arrived);
-        with --crash, kill the buyer at a random step, start it again and follow it on."""
-        if not await self._found(client, flow_id):
-            trees.note("buyer", "[green]✓ finished before the demo could follow it[/]")
-            return
+        """Follow the buyer's flow (a responder: it runs once the seller's offer arrived); with
+        --crash, kill the buyer at a random step, start it again and follow the flow on."""
+        seen = False
         target: tuple[str, ...] | None = None
-        async for update in client.track(flow_id):
-            trees.update("buyer", update)
-            if not self.crash:
-                continue
-            states = _reached(update)
-            if target is None:
-                target = self._crash_step(states)
-            if target is not None and states.get(target) in ("current", "done"):
-                self._crash(update, trees)
-                break
-        else:
-            if self.crash:
-                trees.note("buyer", "[yellow]ended before the step chosen for the crash[/]")
-            return
-        if await self._found(client, flow_id, after_crash=True):
-            async for update in client.track(flow_id):
+        async with contextlib.aclosing(self._buyer_updates(client, flow_id)) as updates:
+            async for update in updates:
+                seen = True
                 trees.update("buyer", update)
-        else:
+                if not self.crash:
+                    continue
+                states = _reached(update)
+                target = target or self._crash_step(states)
+                if target is not None and states.get(target) in ("current", "done"):
+                    break
+            else:
+                if not seen:
+                    trees.note("buyer", "[green]✓ finished before the demo could follow it[/]")
+                elif self.crash:
+                    trees.note("buyer", "[yellow]ended before the step chosen for the crash[/]")
+                return
+        self._crash(update, trees)
+        await self._ready("buyer", client)
+        seen = False
+        async with contextlib.aclosing(self._buyer_updates(client, flow_id)) as updates:
+            async for update in updates:
+                seen = True
+                trees.update("buyer", update)
+        if not seen:
             trees.finish("buyer")
             trees.note("buyer", "[green]✓ went on after the restart and finished[/]")
+
+    async def _buyer_updates(
+        self, client: AsyncRpcClient, flow_id: str
+    ) -> AsyncGenerator[ProgressUpdate, None]:
+        """The progress of the buyer's flow, from when the buyer runs it (``track`` finds it)
+        to its end; nothing if it ended unseen (the trade is done, and the buyer runs no flow)."""
+        from parley.rpc.errors import (  # noqa: PLC0415
+            FlowNotFound,
+            NodeUnavailable,
+            NodeUnreachable,
+            RpcTimeout,
+        )
+
+        deadline = time.monotonic() + FLOW_WAIT
+        while True:
+            try:
+                async for update in client.track(flow_id):
+                    yield update
+                return
+            except FlowNotFound:  # not yet, or no more
+                if self.ledger.trade_id and not await client.list_flows(status="RUNNABLE"):
+                    return
+            except (NodeUnreachable, NodeUnavailable, RpcTimeout):
+                pass  # restarting
+            if time.monotonic() > deadline:
+                raise DemoError(f"the buyer did not run its side of the trade in {FLOW_WAIT:.0f} s")
+            await asyncio.sleep(POLL)
 
     def _crash_step(self, states: dict[tuple[str, ...], str]) -> tuple[str, ...] | None:
         """A random step of the buyer's tree, from its current step on."""
@@ -571,31 +621,6 @@ class _Demo:
         trees.note("buyer", f"[red]✗ killed (SIGKILL, pid {pid}) at: {escape(self.crashed)}[/]")
         proc = self.children.start_node("buyer")
         trees.note("buyer", f"[yellow]↻ started again (pid {proc.pid})[/]")
-
-    async def _found(self, client: AsyncRpcClient, flow_id: str, after_crash: bool = False) -> bool:
-        """Wait until the buyer runs the flow (``track`` finds it). False: it finished first
-        (after a crash: the trade is in its vault and it runs no flow)."""
-        from parley.rpc.errors import (  # noqa: PLC0415
-            FlowNotFound,
-            NodeUnavailable,
-            NodeUnreachable,
-            RpcTimeout,
-        )
-
-        if after_crash:
-            await self._ready("buyer", client)
-        deadline = time.monotonic() + FLOW_WAIT
-        while time.monotonic() < deadline:
-            try:
-                await client.call("track", {"flow_id": flow_id})
-                return True
-            except FlowNotFound:
-                if self.ledger.trade_id and not await client.list_flows(status="RUNNABLE"):
-                    return False
-            except (NodeUnreachable, NodeUnavailable, RpcTimeout):
-                pass
-            await asyncio.sleep(POLL)
-        raise DemoError(f"the buyer did not run its side of the trade within {FLOW_WAIT:.0f} s")
 
     # ---- the vaults ---------------------------------------------------------------------------
     def _vaults(self) -> None:
