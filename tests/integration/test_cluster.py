@@ -19,9 +19,11 @@ from typing import Any
 
 import nats
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
 from parley.cli import app
+from parley.cli.main import _node_config, load_config
 from parley.node import Node, NodeConfig
 from parley.transport.names import server_urls, stream_config, stream_name
 from parley.transport.natscluster import NatsCluster
@@ -97,6 +99,21 @@ def test_stream_replicas_go_into_the_stream_configuration_and_are_checked(tmp_pa
         NodeConfig("alice", tmp_path, nats_url="nats://a:4222", stream_replicas=6)
     with pytest.raises(ValueError, match="needs a NATS cluster"):
         NodeConfig("alice", tmp_path, stream_replicas=3)  # the embedded server is one server
+
+
+def test_parley_toml_gives_the_cluster_urls_and_stream_replicas(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    urls = "nats://a:4222,nats://b:4222,nats://c:4222"
+    config.write_text(f'[node]\nname = "alice"\nnats = "{urls}"\nstream_replicas = 3\n')
+
+    node_config = _node_config(load_config(config))
+
+    assert node_config.nats_url == urls
+    assert node_config.stream_replicas == 3
+    config.write_text('[node]\nname = "alice"\nnats = "nats://a:4222"\nstream_replicas = "3"\n')
+    with pytest.raises(typer.Exit) as refused:
+        _node_config(load_config(config))
+    assert refused.value.exit_code == 2
 
 
 # ---- on the cluster -----------------------------------------------------------------------------
