@@ -244,3 +244,23 @@ def test_a_draining_node_refuses_starts_finishes_running_flows_and_holds_peers_i
         alice.undrain()
         assert ping.result(30) == 2
         assert alice.start_flow(Waits(0.01)).result(10) == "woke"
+
+
+def test_an_app_migration_that_fails_stops_the_start_with_its_own_error(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    assert nats_server.url is not None
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    broken = 'MIGRATIONS = ["CREATE TABLE orders (id INTEGER PRIMARY"]\n'
+    (apps / "broken_app.py").write_text(broken)
+    config = NodeConfig(
+        "alice",
+        tmp_path / "alice",
+        nats_url=nats_server.url,
+        apps=["broken_app"],
+        app_paths=[apps],
+    )
+    with pytest.raises(Exception, match=r"incomplete input|syntax error") as raised:
+        Node(config).start()
+    assert "stopped before handling the message" not in str(raised.value)

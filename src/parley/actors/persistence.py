@@ -74,13 +74,26 @@ class Persistence(Actor):
         self.max_group = max_group
         self.stats = CommitStats()
         self._store: SqliteStore | None = None
+        #: Why the database could not be opened or migrated (then nothing is written).
+        self._start_error: Exception | None = None
 
     def on_start(self) -> None:
-        store = SqliteStore(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
-        for migration in self.migrations:
-            applied = store.apply_app_migrations(migration.app, migration.scripts)
-            if applied:
-                log.info("applied %d migration(s) of app %s", applied, migration.app)
+        try:
+            store = SqliteStore(
+                self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout
+            )
+        except Exception as exc:
+            self._start_error = exc
+            return
+        try:
+            for migration in self.migrations:
+                applied = store.apply_app_migrations(migration.app, migration.scripts)
+                if applied:
+                    log.info("applied %d migration(s) of app %s", applied, migration.app)
+        except Exception as exc:
+            store.close()
+            self._start_error = exc
+            return
         self._store = store
 
     def on_stop(self) -> None:
@@ -92,6 +105,13 @@ class Persistence(Actor):
         self.on_stop()
 
     def on_receive(self, message: Any) -> Any:
+        if self._start_error is not None:
+            # The database could not be opened or migrated: every request gets that error (the
+            # node's start asks for stats first, and so reports the real cause).
+            if isinstance(message, Commit):
+                message.done(self._start_error)
+                return None
+            raise self._start_error
         if isinstance(message, Commit):
             self._commit_group(message)
             return None

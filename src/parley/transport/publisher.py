@@ -37,7 +37,11 @@ __all__ = ["Done", "Publisher"]
 log = logging.getLogger("parley.messaging")
 
 #: How often a publish whose recipient stream was missing is retried after creating the stream.
-_NO_STREAM_RETRIES: Final = 3
+_NO_STREAM_RETRIES: Final = 6
+#: The first wait before publishing again to a stream that did not answer, then doubled...
+_NO_STREAM_FIRST_WAIT: Final = 0.1
+#: ... up to this (0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 2 s: about 5 s, within the publish timeout).
+_NO_STREAM_MAX_WAIT: Final = 2.0
 #: JetStream's error code for "stream name already in use with a different configuration".
 _STREAM_NAME_IN_USE: Final = 10058
 
@@ -168,19 +172,33 @@ class Publisher:
             MessagingError: if a publish failed, or streams are still missing after the retries.
         """
         pending = batch
-        for _ in range(_NO_STREAM_RETRIES + 1):
+        delay = _NO_STREAM_FIRST_WAIT
+        for attempt in range(_NO_STREAM_RETRIES + 1):
             missing = await self._publish_once(pending)
             if not missing:
                 return
+            if attempt == _NO_STREAM_RETRIES:
+                break
             for recipient in sorted({m.recipient for m in missing}):
-                log.info(
-                    "%s: node %s has never started here: creating its stream, where messages "
-                    "to it wait until it does (if no node of that name exists, the name is "
-                    "misspelled: see what the flow waits for with `node.flows()`)",
-                    self._node,
-                    recipient,
-                )
-                await self.ensure_stream(recipient)
+                if attempt == 0:
+                    log.info(
+                        "%s: no stream of node %s answered: creating it if it is missing (a "
+                        "node that never started here: messages to it wait until it does; if "
+                        "no node of that name exists, the name is misspelled: see what the "
+                        "flow waits for with `node.flows()`)",
+                        self._node,
+                        recipient,
+                    )
+                try:
+                    await self.ensure_stream(recipient)
+                except Exception as exc:  # a cluster electing the stream's leader, say
+                    log.info(
+                        "%s: the stream of %s is not reachable yet: %r", self._node, recipient, exc
+                    )
+            # "No responders" also means a stream between leaders (a cluster fails over in a
+            # few seconds): wait a little, longer each time, before publishing again.
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _NO_STREAM_MAX_WAIT)
             pending = missing
         raise MessagingError(
             f"{self._node}: streams of {sorted({m.recipient for m in pending})} still missing"
