@@ -29,16 +29,13 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import random
-import secrets
 import select
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -125,7 +122,7 @@ def demo(
     try:
         out.title(directory, temporary)
         _Demo(directory, children, out, crash, random.Random(seed)).run()
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except KeyboardInterrupt:
         code = 130
         out.line("[yellow]interrupted[/]: stopping what the demo started")
     except DemoError as exc:
@@ -357,6 +354,8 @@ class _Demo:
     ) -> None:
         self.directory, self.children, self.out = directory, children, out
         self.crash, self.rng = crash, rng
+        import secrets  # noqa: PLC0415 (only when the demo runs)
+
         self.password = secrets.token_urlsafe(16)
         self.url = ""
         self.ledger = _Ledger()
@@ -373,7 +372,12 @@ class _Demo:
         self._network()
         for name in NODES:
             self.children.start_node(name)
-        asyncio.run(self._over_rpc())
+        import asyncio  # noqa: PLC0415 (asyncio: only when the demo runs)
+
+        try:
+            asyncio.run(self._over_rpc())
+        except asyncio.CancelledError:  # by SIGTERM (see _over_rpc)
+            raise KeyboardInterrupt from None
 
     def _network(self) -> None:
         """The operator's key, the nodes' keys, their admission, their parley.toml."""
@@ -412,6 +416,8 @@ class _Demo:
         )
 
     async def _over_rpc(self) -> None:
+        import asyncio  # noqa: PLC0415 (only when the demo runs)
+
         from parley.rpc.client import AsyncRpcClient  # noqa: PLC0415 (nats-py, the codec)
 
         # SIGTERM, like Ctrl-C (which asyncio.run handles so), cancels the demo.
@@ -436,6 +442,8 @@ class _Demo:
 
     async def _ready(self, name: str, client: AsyncRpcClient) -> None:
         """Wait until the node's RPC service answers (it starts once the node is up)."""
+        import asyncio  # noqa: PLC0415 (only when the demo runs)
+
         from parley.rpc.errors import NodeUnreachable, RpcTimeout  # noqa: PLC0415
 
         deadline = time.monotonic() + START_WAIT
@@ -467,6 +475,8 @@ class _Demo:
         return outcome.value()
 
     async def _issue(self, clients: dict[str, AsyncRpcClient]) -> None:
+        import asyncio  # noqa: PLC0415 (only when the demo runs)
+
         maturity = (datetime.now(UTC) + timedelta(days=365)).replace(microsecond=0).isoformat()
         paper, cash, _ = await asyncio.gather(
             self._run_flow(
@@ -495,6 +505,8 @@ class _Demo:
 
     # ---- the trade ----------------------------------------------------------------------------
     async def _trade(self, clients: dict[str, AsyncRpcClient]) -> None:
+        import asyncio  # noqa: PLC0415 (only when the demo runs)
+
         # Deferred: the engine's ids (docs/architecture.md: a responder's flow id is a hash of
         # the sender and the initiator's session, `<flow id>.<n>`).
         from parley.engine.handles import client_flow_id, responder_flow_id  # noqa: PLC0415
@@ -583,6 +595,8 @@ class _Demo:
     ) -> AsyncGenerator[ProgressUpdate, None]:
         """The progress of the buyer's flow, from when the buyer runs it (``track`` finds it)
         to its end; nothing if it ended unseen (the trade is done, and the buyer runs no flow)."""
+        import asyncio  # noqa: PLC0415 (only when the demo runs)
+
         from parley.rpc.errors import (  # noqa: PLC0415
             FlowNotFound,
             NodeUnavailable,
@@ -669,6 +683,8 @@ def _why(outcome: FlowOutcome) -> str:
 
 def _rows(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """Rows of a node's database, read-only (the node may be running)."""
+    import sqlite3  # noqa: PLC0415 (only when the demo runs)
+
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
     try:
         return connection.execute(sql, params).fetchall()
@@ -732,8 +748,10 @@ class _Output:
             "[bold]Parley demo[/]: a seller sells a commercial paper to a buyer for cash, and a "
             "notary stops double spends"
         )
+        from rich.markup import escape  # noqa: PLC0415 (rich)
+
         kept = "deleted at the end" if temporary else "kept"
-        self.step("data", f"{directory} ({kept})")
+        self.step("data", f"{escape(str(directory))} ({kept})")
 
     def step(self, what: str, text: str) -> None:
         self.console.print(f"[bold cyan]{what:>12}[/]  {text}")
