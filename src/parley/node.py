@@ -626,7 +626,7 @@ class Node:
         return reply.result(timeout)
 
     def flow_handle(self, flow_id: str, timeout: float = 30.0) -> FlowHandle[Any] | None:
-        """The handle of a flow started on this node (``start_flow``), also after a restart.
+        """The handle of a flow on this node (started here, or a responder), also after a restart.
 
         A finished flow's outcome is kept only if it was started with a client id: otherwise its
         handle is gone once it finished and this returns ``None``, as for an unknown id.
