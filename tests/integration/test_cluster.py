@@ -12,7 +12,9 @@ killed one. At the end every flow has its one result and exactly ``rounds`` rows
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,24 @@ from tests.integration.nodes import node_process, rows, wait_for
 
 APPS = ["tests.integration.apps"]
 ROUNDS = 2
+
+# nats-py leaves the socket of a connection attempt open when a client is closed while it
+# reconnects to a killed cluster server (it finds the other servers through the cluster's gossip
+# and tries them). The sockets are finalized by the collection below, inside this module, so that
+# their ResourceWarnings neither fail these tests nor surface in a later test.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _finalize_leaked_sockets() -> Iterator[None]:
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture
