@@ -22,6 +22,7 @@ from parley import (
     FlowUsageError,
     HospitalizeFlowException,
     ProgressTracker,
+    ReceiveTimeoutException,
     Step,
     initiated_by,
     initiating_flow,
@@ -282,3 +283,32 @@ class NotForRpc(FlowLogic[int]):
 
     async def call(self) -> int:
         return 0
+
+
+@initiating_flow
+@startable_by_rpc
+class Deadline(FlowLogic[float]):
+    """Asks ``peer`` (which never answers) with a deadline; returns the seconds until it passed."""
+
+    def __init__(self, peer: str, timeout: float) -> None:
+        self.peer, self.timeout = peer, timeout
+
+    async def call(self) -> float:
+        start = self.now()
+        try:
+            await self.initiate_flow(self.peer).send_and_receive(int, 1, timeout=self.timeout)
+        except ReceiveTimeoutException:
+            return (self.now() - start).total_seconds()
+        return -1.0
+
+
+@initiated_by(Deadline)
+class Mute(FlowLogic[None]):
+    """Takes the number and never answers (until it is killed)."""
+
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        (await self.session.receive(int)).unwrap(int)
+        await self.wait_for_signal("never", str)

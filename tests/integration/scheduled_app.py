@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from parley import FlowLogic, scheduled
 
-MIGRATIONS = ["CREATE TABLE heartbeats (at TEXT NOT NULL)"]
+MIGRATIONS = ["CREATE TABLE heartbeats (at TEXT NOT NULL, flow TEXT NOT NULL)"]
 
 
-@scheduled(every=0.2, name="heartbeat", missed="skip")
+@scheduled(every=0.2, name="heartbeat", missed="catch_up")
 class Heartbeat(FlowLogic[None]):
+    """Writes one row per run (a side effect that must happen once per tick), then finishes."""
+
     async def call(self) -> None:
-        self.services.db.execute("INSERT INTO heartbeats VALUES (?)", (self.now().isoformat(),))
-        await self.sleep(0)
+        row = (self.now().isoformat(), self.flow_id)
+        self.services.db.execute("INSERT INTO heartbeats VALUES (?, ?)", row)
+        await self.sleep(0.05)

@@ -56,7 +56,7 @@ def test_an_apps_scheduled_flow_is_scheduled_when_the_node_starts(
     )
     with Node(app_config) as node:
         (schedule,) = node.schedules()
-        assert (schedule.name, schedule.every, schedule.missed) == ("heartbeat", 0.2, "skip")
+        assert (schedule.name, schedule.every, schedule.missed) == ("heartbeat", 0.2, "catch_up")
         wait_for(lambda: len(rows(node.db_path, "SELECT at FROM heartbeats")) >= 3, 10, "3 beats")
     with Node(app_config) as node:  # started again: the same schedule, not a second one
         assert [s.name for s in node.schedules()] == ["heartbeat"]
