@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from parley.cli.network import check_name, fail, hint
+from parley.cli.network import DEFAULT_NATS, check_name, fail, hint
+from parley.cli.options import grouped
 
 if TYPE_CHECKING:
     from parley.rpc.models import FlowOutcome
@@ -42,7 +43,6 @@ flow_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_NATS = "nats://127.0.0.1:4222"
 STATUSES = ("RUNNABLE", "HOSPITALIZED", "COMPLETED", "FAILED", "KILLED")
 SIGNAL_TYPES = ("auto", "str", "int", "float", "decimal", "bool", "datetime", "date", "json")
 
@@ -83,38 +83,40 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks of e
 class Rpc:
     """How a command reaches a node's RPC service (the options every RPC command takes)."""
 
-    node: str
     nats: str
     user: str | None
     password: str | None
     timeout: float
     debug: bool
 
-    @classmethod
-    def of(
-        cls,
-        node: str,
-        nats: str,
-        user: str | None,
-        password: str | None,
-        timeout: float,
-        debug: bool,
-    ) -> Rpc:
-        check_name(node)
-        if user and password is None and sys.stdin.isatty():
-            password = typer.prompt(f"password of {user}", hide_input=True)
-        return cls(node, nats, user, password, timeout, debug)
+
+def _rpc_options(
+    nats: NatsOption = DEFAULT_NATS,
+    user: UserOption = None,
+    password: PasswordOption = None,
+    timeout: TimeoutOption = 10.0,
+    debug: DebugOption = False,
+) -> Rpc:
+    return Rpc(nats, user, password, timeout, debug)
+
+
+#: Gives a command (with a ``node`` and an ``rpc: Rpc`` parameter) the RPC connection options.
+rpc_command = grouped("rpc", _rpc_options)
 
 
 @contextmanager
-def connected(rpc: Rpc) -> Iterator[RpcClient]:
+def connected(node: str, rpc: Rpc) -> Iterator[RpcClient]:
     """A client of the node; its errors become one-line messages and exit codes."""
     from parley.rpc.errors import RpcError  # noqa: PLC0415 (nats-py, the codec)
     from parley.rpc.sync import RpcClient  # noqa: PLC0415
 
+    check_name(node)
+    password = rpc.password
+    if rpc.user and password is None and sys.stdin.isatty():
+        password = typer.prompt(f"password of {rpc.user}", hide_input=True)
     try:
         with RpcClient(
-            rpc.nats, rpc.node, user=rpc.user, password=rpc.password, timeout=rpc.timeout
+            rpc.nats, node, user=rpc.user, password=password, timeout=rpc.timeout
         ) as client:
             yield client
     except typer.Exit:
@@ -135,6 +137,7 @@ def connected(rpc: Rpc) -> Iterator[RpcClient]:
 
 
 @flow_app.command("start")
+@rpc_command
 def flow_start(
     node: Annotated[str, typer.Argument(help="The node that runs the flow.")],
     flow: Annotated[
@@ -153,20 +156,16 @@ def flow_start(
         typer.Option("--watch/--no-watch", help="Follow its progress, then print its result."),
     ] = True,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Start FLOW on NODE with ARGS; with --watch, show its progress and its result."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         handle = client.start_flow(flow, list(args or []), client_id=client_id, text=True)
         started = {"flow_id": handle.flow_id, "flow": handle.flow, "client_id": client_id}
         if not watch:
             if as_json:
-                _dump(started)
+                dump_json(started)
             else:
                 typer.echo(handle.flow_id)
                 hint(
@@ -179,24 +178,22 @@ def flow_start(
 
 
 @flow_app.command("watch")
+@rpc_command
 def flow_watch(
     flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
     node: NodeOption,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Show a flow's progress until it ends, then its result."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         code = _follow(client, flow_id, f"flow {flow_id}", as_json, {"flow_id": flow_id})
     raise typer.Exit(code)
 
 
 @flow_app.command("result")
+@rpc_command
 def flow_result(
     flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
     node: NodeOption,
@@ -205,20 +202,17 @@ def flow_result(
         typer.Option(min=0.0, help="Seconds to wait for the end (default: as long as it takes)."),
     ] = None,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Print a flow's result once it ends (exit code 1 if it failed or was killed)."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         outcome = client.outcome(flow_id, wait)
     raise typer.Exit(_print_outcome(outcome, as_json, {"flow_id": flow_id}))
 
 
 @flow_app.command("list")
+@rpc_command
 def flow_list(
     node: NodeOption,
     status: Annotated[
@@ -232,24 +226,20 @@ def flow_list(
         bool, typer.Option("--watch", help="Show every change (Ctrl-C ends).")
     ] = False,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """List the node's flows: id, class, status, step, what it waits for, since when."""
     if status is not None and status.upper() not in STATUSES:
         fail(f"--status {status!r} is not a status: use one of {', '.join(STATUSES)}", 2)
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
     from parley.cli.render import flow_table  # noqa: PLC0415 (rich is slow to import)
 
     title = f"Flows on {node}" + (f" ({status.upper()})" if status else "")
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         if not watch:
             rows = client.list_flows(status, flow_class)
             if as_json:
-                _dump([row.as_dict() for row in rows])
+                dump_json([row.as_dict() for row in rows])
             elif rows:
                 _console().print(flow_table(rows, title))
             else:
@@ -281,23 +271,21 @@ def _watch_list(
 
 
 @flow_app.command("kill")
+@rpc_command
 def flow_kill(
     flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
     node: NodeOption,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Kill a flow: it ends with KilledFlowException and its counterparties are told."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         client.kill_flow(flow_id)
     typer.echo(f"killed flow {flow_id} on {node}")
 
 
 @flow_app.command("signal")
+@rpc_command
 def flow_signal(
     flow_id: Annotated[str, typer.Argument(help="The flow's id.")],
     name: Annotated[str, typer.Argument(help="The signal's name (what the flow waits for).")],
@@ -311,16 +299,12 @@ def flow_signal(
             autocompletion=lambda: list(SIGNAL_TYPES),
         ),
     ] = "auto",
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Send a flow waiting for a person the signal NAME with VALUE."""
     payload = _signal_value(value, as_type)
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         client.signal(flow_id, name, payload)
     typer.echo(f"signal {name} sent to flow {flow_id} on {node}")
 
@@ -388,7 +372,7 @@ def _print_outcome(outcome: FlowOutcome, as_json: bool, facts: dict[str, Any]) -
     from parley.cli.render import outcome_json, outcome_text  # noqa: PLC0415 (rich)
 
     if as_json:
-        _dump({**facts, **outcome_json(outcome)})
+        dump_json({**facts, **outcome_json(outcome)})
     elif outcome.completed:
         typer.echo(outcome_text(outcome))
     else:
@@ -396,7 +380,8 @@ def _print_outcome(outcome: FlowOutcome, as_json: bool, facts: dict[str, Any]) -
     return 0 if outcome.completed else 1
 
 
-def _dump(document: object) -> None:
+def dump_json(document: object) -> None:
+    """Print ``document`` as JSON on stdout (``--json``)."""
     from parley.cli.render import dump  # noqa: PLC0415 (rich)
 
     dump(document)
@@ -446,7 +431,7 @@ def flow_check_replay(
     report = replay_database(target)
     failures = [result for _, result in report.failures]
     if as_json:
-        _dump(
+        dump_json(
             {
                 "database": str(target),
                 "flows": len(report),
@@ -471,32 +456,26 @@ def flow_check_replay(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@rpc_command
 def node_drain(
     node: NodeOption,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Drain a running node: no new flows start, running ones finish (for an upgrade)."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         answer = client.drain()
     state = "drained (no flow running)" if answer.get("drained") else "draining"
     typer.echo(f"{node} is {state}; `parley node undrain --node {node}` takes new work again")
 
 
+@rpc_command
 def node_undrain(
     node: NodeOption,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Let a drained node take new work again (starts, and the peers' held session-inits)."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         client.undrain()
     typer.echo(f"{node} takes new work again")

@@ -10,18 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from parley.cli.flow import (
-    DEFAULT_NATS,
-    DebugOption,
-    JsonOption,
-    NatsOption,
-    NodeOption,
-    PasswordOption,
-    Rpc,
-    TimeoutOption,
-    UserOption,
-    connected,
-)
+from parley.cli.flow import JsonOption, NodeOption, Rpc, connected, dump_json, rpc_command
 from parley.cli.network import hint
 
 hospital_app = typer.Typer(
@@ -33,21 +22,18 @@ FlowIdArgument = Annotated[str, typer.Argument(help="The flow's id.")]
 
 
 @hospital_app.command("list")
+@rpc_command
 def hospital_list(
     node: NodeOption,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """List the flows kept for observation, with the error that put each there."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         kept = client.hospital_list()
     if as_json:
-        _dump(kept)
+        dump_json(kept)
         return
     if not kept:
         hint(f"node {node} keeps no flow for observation")
@@ -72,22 +58,19 @@ def hospital_list(
 
 
 @hospital_app.command("show")
+@rpc_command
 def hospital_show(
     flow_id: FlowIdArgument,
     node: NodeOption,
     as_json: JsonOption = False,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Show a flow and each of its visits to the hospital, with the tracebacks."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         shown = client.hospital_show(flow_id)
     if as_json:
-        _dump(shown)
+        dump_json(shown)
         return
     flow: dict[str, Any] = shown.get("flow") or {}
     typer.echo(f"flow {flow_id} ({flow.get('flow_class', '?')}): {flow.get('status', 'gone')}")
@@ -102,40 +85,28 @@ def hospital_show(
 
 
 @hospital_app.command("retry")
+@rpc_command
 def hospital_retry(
     flow_id: FlowIdArgument,
     node: NodeOption,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Retry a kept flow from its last checkpoint now (it comes back if it fails again)."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         client.hospital_retry(flow_id)
     typer.echo(f"retrying flow {flow_id} on {node}")
 
 
 @hospital_app.command("kill")
+@rpc_command
 def hospital_kill(
     flow_id: FlowIdArgument,
     node: NodeOption,
-    nats: NatsOption = DEFAULT_NATS,
-    user: UserOption = None,
-    password: PasswordOption = None,
-    timeout: TimeoutOption = 10.0,
-    debug: DebugOption = False,
+    *,
+    rpc: Rpc,
 ) -> None:
     """Kill a kept flow: it ends and its counterparties are told."""
-    rpc = Rpc.of(node, nats, user, password, timeout, debug)
-    with connected(rpc) as client:
+    with connected(node, rpc) as client:
         client.hospital_kill(flow_id)
     typer.echo(f"killed flow {flow_id} on {node}")
-
-
-def _dump(document: object) -> None:
-    from parley.cli.render import dump  # noqa: PLC0415 (rich is slow to import)
-
-    dump(document)
