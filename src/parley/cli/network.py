@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from parley.cli.options import grouped
+
 if TYPE_CHECKING:
     from parley.identity.netmap import NodeEntry
     from parley.transport.admin import AdminError, NetworkAdmin
@@ -140,6 +142,23 @@ class Connection:
             return read_key(path, kind=_user_kind()).seed
         except IdentityError as exc:
             fail(str(exc))
+
+
+def _connection_options(
+    directory: DirOption = Path("network"),
+    nats: NatsOption = DEFAULT_NATS,
+    nats_nkey: NkeyOption = None,
+    nats_tls_ca: CaOption = None,
+    nats_tls_cert: CertOption = None,
+    nats_tls_key: KeyOption = None,
+    timeout: TimeoutOption = 10.0,
+) -> Connection:
+    return Connection(directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout)
+
+
+#: Gives a command (with a ``connection: Connection`` parameter) the operator directory and NATS
+#: connection options.
+nats_command = grouped("connection", _connection_options)
 
 
 def _missing(path: Path, what: str, directory: Path) -> str:
@@ -298,6 +317,7 @@ def network_init(directory: DirOption = Path("network")) -> None:
 
 
 @network_app.command("admit")
+@nats_command
 def network_admit(
     name: Annotated[str, typer.Argument(help="The node's name.")],
     keys: Annotated[
@@ -307,13 +327,6 @@ def network_admit(
     app_modules: Annotated[
         list[str] | None, typer.Option("--app", help="An app the node runs (repeatable).")
     ] = None,
-    directory: DirOption = Path("network"),
-    nats: NatsOption = DEFAULT_NATS,
-    nats_nkey: NkeyOption = None,
-    nats_tls_ca: CaOption = None,
-    nats_tls_cert: CertOption = None,
-    nats_tls_key: KeyOption = None,
-    timeout: TimeoutOption = 10.0,
     stream_replicas: Annotated[
         int,
         typer.Option(
@@ -323,6 +336,8 @@ def network_admit(
             "the nodes' --stream-replicas).",
         ),
     ] = 1,
+    *,
+    connection: Connection,
 ) -> None:
     """Admit NAME under KEYS: sign its entry, publish it to the map, create its stream."""
     check_name(name)
@@ -330,9 +345,6 @@ def network_admit(
         check_user_key(key, f"the key of {name}")
     if len(set(keys)) != len(keys):
         fail(f"a key of {name} is given twice", 2)
-    connection = Connection(
-        directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout
-    )
     entry = Admin(connection).admit(name, keys, list(app_modules or []), stream_replicas)
     typer.echo(f"admitted {entry.name} under {', '.join(entry.keys)} (serial {entry.serial})")
     hint(
@@ -342,21 +354,14 @@ def network_admit(
 
 
 @network_app.command("revoke")
+@nats_command
 def network_revoke(
     name: Annotated[str, typer.Argument(help="The node to revoke.")],
-    directory: DirOption = Path("network"),
-    nats: NatsOption = DEFAULT_NATS,
-    nats_nkey: NkeyOption = None,
-    nats_tls_ca: CaOption = None,
-    nats_tls_cert: CertOption = None,
-    nats_tls_key: KeyOption = None,
-    timeout: TimeoutOption = 10.0,
+    *,
+    connection: Connection,
 ) -> None:
     """Revoke NAME: its peers refuse its messages and end their sessions with it."""
     check_name(name)
-    connection = Connection(
-        directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout
-    )
     entry = Admin(connection).revoke(name)
     typer.echo(f"revoked {entry.name} (serial {entry.serial})")
     hint(
@@ -366,20 +371,13 @@ def network_revoke(
 
 
 @network_app.command("list")
+@nats_command
 def network_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of entries.")] = False,
-    directory: DirOption = Path("network"),
-    nats: NatsOption = DEFAULT_NATS,
-    nats_nkey: NkeyOption = None,
-    nats_tls_ca: CaOption = None,
-    nats_tls_cert: CertOption = None,
-    nats_tls_key: KeyOption = None,
-    timeout: TimeoutOption = 10.0,
+    *,
+    connection: Connection,
 ) -> None:
     """List the network map: every node's entry, admitted or revoked."""
-    connection = Connection(
-        directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout
-    )
     admin = Admin(connection)
     entries = admin.entries()
     if as_json:
@@ -425,6 +423,7 @@ def _print_table(entries: list[NodeEntry], operator: str) -> None:
 
 
 @network_app.command("nats-config")
+@nats_command
 def network_nats_config(
     out: Annotated[
         Path | None, typer.Option(help="Write the fragment to this file (default: stdout).")
@@ -436,13 +435,8 @@ def network_nats_config(
             help="NAME=KEY of a node, instead of reading the map (repeatable; works offline).",
         ),
     ] = None,
-    directory: DirOption = Path("network"),
-    nats: NatsOption = DEFAULT_NATS,
-    nats_nkey: NkeyOption = None,
-    nats_tls_ca: CaOption = None,
-    nats_tls_cert: CertOption = None,
-    nats_tls_key: KeyOption = None,
-    timeout: TimeoutOption = 10.0,
+    *,
+    connection: Connection,
 ) -> None:
     """Write nats-server's authorization block: the admitted nodes' keys and the admin's."""
     from parley.identity.keys import IdentityError, read_key  # noqa: PLC0415 (PyNaCl)
@@ -451,9 +445,9 @@ def network_nats_config(
         nats_authorization,
     )
 
-    admin_path = directory / ADMIN_FILE
+    admin_path = connection.directory / ADMIN_FILE
     if not admin_path.exists():
-        fail(_missing(admin_path, "admin", directory))
+        fail(_missing(admin_path, "admin", connection.directory))
     try:
         admin_key = read_key(admin_path, kind=_user_kind()).public_key
     except IdentityError as exc:
@@ -461,9 +455,6 @@ def network_nats_config(
     if nodes:
         pairs = [_node_pair(item) for item in nodes]
     else:
-        connection = Connection(
-            directory, nats, nats_nkey, nats_tls_ca, nats_tls_cert, nats_tls_key, timeout
-        )
         pairs = _admitted_pairs(Admin(connection).entries())
     try:
         fragment = nats_authorization(pairs, admin_key)
