@@ -172,26 +172,16 @@ def run_flow_process(
 
     ``extra_args`` are more noderunner options (``["--operator-key", KEY]``).
     """
-    command = [
-        sys.executable,
-        "-m",
-        "tests.integration.noderunner",
-        "--name",
-        name,
-        "--nats",
-        nats_url,
-        "--data-dir",
-        str(data_dir),
-        "--flow",
-        flow,
-        "--args",
-        args,
-        "--client-id",
-        client_id,
-    ]
-    for named in signals:
-        command += ["--signal", named]
-    command += list(extra_args)
+    command = _runner_command(
+        name=name,
+        nats_url=nats_url,
+        data_dir=data_dir,
+        flow=flow,
+        args=args,
+        client_id=client_id,
+        signals=signals,
+        extra_args=extra_args,
+    )
     return subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -208,24 +198,35 @@ def start_flow_process(
     extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     """Start ``tests.integration.noderunner`` without waiting for it (``communicate()`` does)."""
-    command = [
-        sys.executable,
-        "-m",
-        "tests.integration.noderunner",
-        "--name",
-        name,
-        "--nats",
-        nats_url,
-        "--data-dir",
-        str(data_dir),
-        "--flow",
-        flow,
-        "--args",
-        args,
-        "--client-id",
-        client_id,
-        *extra_args,
-    ]
+    command = _runner_command(
+        name=name,
+        nats_url=nats_url,
+        data_dir=data_dir,
+        flow=flow,
+        args=args,
+        client_id=client_id,
+        signals=(),
+        extra_args=extra_args,
+    )
     return subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def _runner_command(
+    *,
+    name: str,
+    nats_url: str,
+    data_dir: Path,
+    flow: str,
+    args: str,
+    client_id: str,
+    signals: Sequence[str],
+    extra_args: Sequence[str],
+) -> list[str]:
+    command = [sys.executable, "-m", "tests.integration.noderunner", "--name", name]
+    command += ["--nats", nats_url, "--data-dir", str(data_dir), "--flow", flow, "--args", args]
+    command += ["--client-id", client_id]
+    for named in signals:
+        command += ["--signal", named]
+    return command + list(extra_args)
