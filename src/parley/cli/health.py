@@ -50,7 +50,10 @@ def node_health(
     ] = 0.0,
 ) -> None:
     """Exit 0 if the node runs and answers its heartbeat; otherwise say why and exit 1."""
-    directory = _directory(data_dir, config)
+    # Imported here: parley.cli.main imports this module to register its commands.
+    from parley.cli.main import node_directory  # noqa: PLC0415
+
+    directory = node_directory(data_dir, config)
     deadline = time.monotonic() + timeout
     while True:
         verdict = check(directory)
@@ -60,21 +63,6 @@ def node_health(
         if time.monotonic() >= deadline:
             fail(verdict.reason, 1)
         time.sleep(POLL)  # the node rewrites the file on its own schedule: read it again
-
-
-def _directory(data_dir: Path | None, config: Path | None) -> Path:
-    if data_dir is not None:
-        return data_dir
-    if config is None:
-        fail("say which node: --data-dir DIR, or --config with the node's parley.toml", 2)
-    # Imported here: parley.cli.main imports this module to register the command.
-    from parley.cli.main import load_config  # noqa: PLC0415
-
-    settings = load_config(config)
-    where = settings.get("data_dir") or settings.get("name")
-    if not where:
-        fail(f"{config} names no data_dir (nor a name, whose ./<name> is the default)", 2)
-    return Path(str(where)).expanduser()
 
 
 def check(data_dir: Path, now: float | None = None) -> Verdict:

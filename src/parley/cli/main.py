@@ -88,6 +88,19 @@ def load_config(path: Path) -> dict[str, Any]:
     return table
 
 
+def node_directory(data_dir: Path | None, config: Path | None) -> Path:
+    """The data directory of the node a command is about: ``--data-dir``, or the config's."""
+    if data_dir is not None:
+        return data_dir
+    if config is None:
+        fail("say which node: --data-dir DIR, or --config with the node's parley.toml", 2)
+    settings = load_config(config)
+    where = settings.get("data_dir") or settings.get("name")
+    if not where:
+        fail(f"{config} names no data_dir (nor a name, whose ./<name> is the default)", 2)
+    return Path(str(where)).expanduser()
+
+
 def _as_list(value: object) -> list[Any]:
     """A parley.toml value that may be one item or a list of them."""
     return list(value) if isinstance(value, list | tuple) else [value]

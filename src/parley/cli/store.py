@@ -36,10 +36,11 @@ def node_check(
 
     Exits 0 if it is healthy, 1 if not (each problem on a line), 2 if there is no database.
     """
-    # Imported here: `parley --help` does not need the store.
+    # Imported here: `parley --help` does not need the store; parley.cli.main imports this module.
+    from parley.cli.main import node_directory  # noqa: PLC0415
     from parley.store.maintenance import check_database, database_path  # noqa: PLC0415
 
-    path = database_path(_directory(data_dir, config))
+    path = database_path(node_directory(data_dir, config))
     try:
         report = check_database(path)
     except FileNotFoundError:
@@ -63,9 +64,10 @@ def node_backup(
 
     The copy is one file, checked (like `parley node check`) before it is put in place.
     """
+    from parley.cli.main import node_directory  # noqa: PLC0415 (main imports this module)
     from parley.store.maintenance import BackupError, backup_database, database_path  # noqa: PLC0415
 
-    source = database_path(_directory(data_dir, config))
+    source = database_path(node_directory(data_dir, config))
     if target.is_dir():
         target = target / source.name
     try:
@@ -83,21 +85,6 @@ def node_backup(
         f"backed up {source} to {target}: {report.size_bytes:,} bytes, "
         f"{report.counts.get('flows', 0)} flows, checked healthy"
     )
-
-
-def _directory(data_dir: Path | None, config: Path | None) -> Path:
-    if data_dir is not None:
-        return data_dir
-    if config is None:
-        fail("say which node: --data-dir DIR, or --config with the node's parley.toml", 2)
-    # Imported here: parley.cli.main imports this module to register the commands.
-    from parley.cli.main import load_config  # noqa: PLC0415
-
-    settings = load_config(config)
-    where = settings.get("data_dir") or settings.get("name")
-    if not where:
-        fail(f"{config} names no data_dir (nor a name, whose ./<name> is the default)", 2)
-    return Path(str(where)).expanduser()
 
 
 def _print(report: StoreCheck) -> None:
