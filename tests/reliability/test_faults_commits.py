@@ -21,6 +21,7 @@ import pytest
 from parley import FlowLogic, FlowSession, initiated_by, initiating_flow
 from parley.protocol.messages import Init
 from parley.testing import FlowHospitalized, MockNetwork, MockNode
+from tests.reliability.common import settled, two_nodes
 
 MIGRATIONS = ["CREATE TABLE got (n INTEGER NOT NULL)"]
 FAILED = RuntimeError("the commit failed")
@@ -33,13 +34,7 @@ def fresh() -> None:
 
 
 def network(tmp_path: Path) -> tuple[MockNetwork, MockNode, MockNode]:
-    net = MockNetwork(data_dir=tmp_path)
-    return net, net.create_node("alice", apps=[__name__]), net.create_node("bob", apps=[__name__])
-
-
-def settled(net: MockNetwork) -> bool:
-    """Nothing stored, nothing in memory, nothing un-acked on any node."""
-    return all(not n.flows() and not n.live_flows and not n.in_flight for n in net.nodes.values())
+    return two_nodes(tmp_path, apps=[__name__])
 
 
 @initiating_flow

@@ -31,6 +31,7 @@ from parley import (
 from parley.protocol.errors import StateTransitionError
 from parley.protocol.messages import Error
 from parley.testing import FlowStillRunning, MockNetwork, MockNode
+from tests.reliability.common import settled, two_nodes
 
 MIGRATIONS = ["CREATE TABLE sales (item TEXT NOT NULL)"]
 RUNS: list[str] = []
@@ -42,13 +43,7 @@ def fresh() -> None:
 
 
 def network(tmp_path: Path) -> tuple[MockNetwork, MockNode, MockNode]:
-    net = MockNetwork(data_dir=tmp_path)
-    return net, net.create_node("alice", apps=[__name__]), net.create_node("bob", apps=[__name__])
-
-
-def settled(net: MockNetwork) -> bool:
-    """Nothing stored, nothing in memory, nothing un-acked on any node."""
-    return all(not n.flows() and not n.live_flows and not n.in_flight for n in net.nodes.values())
+    return two_nodes(tmp_path, apps=[__name__])
 
 
 def rows_of(node: MockNode, flow_id: str) -> list[object]:

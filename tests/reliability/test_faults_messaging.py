@@ -16,6 +16,7 @@ from parley import FlowLogic, FlowSession, UnexpectedFlowEndException, initiated
 from parley.protocol.messages import Init
 from parley.testing import FlowHospitalized, MockNetwork, MockNode, restart_at_every_step
 from parley.transport.errors import MessagingError
+from tests.reliability.common import settled, two_nodes
 
 RUNS: list[str] = []
 
@@ -23,11 +24,6 @@ RUNS: list[str] = []
 @pytest.fixture(autouse=True)
 def fresh() -> None:
     RUNS.clear()
-
-
-def settled(net: MockNetwork) -> bool:
-    """Nothing stored, nothing in memory, nothing un-acked on any node."""
-    return all(not n.flows() and not n.live_flows and not n.in_flight for n in net.nodes.values())
 
 
 @initiating_flow
@@ -55,11 +51,6 @@ class Greeted(FlowLogic[str]):
         return (await self.session.receive(str)).unwrap_unchecked()
 
 
-def network(tmp_path: Path, *, auto_advance: bool = True) -> tuple[MockNetwork, MockNode, MockNode]:
-    net = MockNetwork(data_dir=tmp_path, auto_advance=auto_advance)
-    return net, net.create_node("alice"), net.create_node("bob")
-
-
 def inits_sent(net: MockNetwork) -> list[str]:
     return [p.id for p in net.published if isinstance(p.message, Init)]
 
@@ -79,7 +70,7 @@ def run_out_backoffs(net: MockNetwork, node: MockNode, flow_id: str) -> None:
 
 
 def test_an_init_whose_publish_fails_three_times_is_sent_after_backoffs(tmp_path: Path) -> None:
-    net, alice, _bob = network(tmp_path, auto_advance=False)
+    net, alice, _bob = two_nodes(tmp_path, auto_advance=False)
     alice.faults.fail("publish", MessagingError("not acknowledged by JetStream"), times=3)
     handle = alice.start_flow(Greet("bob"))
     run_out_backoffs(net, alice, handle.flow_id)
@@ -95,7 +86,7 @@ def test_an_init_whose_publish_fails_three_times_is_sent_after_backoffs(tmp_path
 def test_an_init_whose_publish_keeps_failing_is_kept_for_observation_until_a_restart(
     tmp_path: Path,
 ) -> None:
-    net, alice, bob = network(tmp_path, auto_advance=False)
+    net, alice, bob = two_nodes(tmp_path, auto_advance=False)
     alice.faults.fail("publish", MessagingError("NATS is down"), times=4)
     handle = alice.start_flow(Greet("bob"))
     run_out_backoffs(net, alice, handle.flow_id)
@@ -113,7 +104,7 @@ def test_an_init_whose_publish_keeps_failing_is_kept_for_observation_until_a_res
 def test_an_init_sent_but_reported_failed_is_sent_again_and_the_copy_is_dropped(
     tmp_path: Path,
 ) -> None:
-    net, alice, bob = network(tmp_path)
+    net, alice, bob = two_nodes(tmp_path)
     alice.faults.fail("after_publish", RuntimeError("no acknowledgement from the broker"))
     assert alice.start_flow(Greet("bob")).result() == "HELLO"
     assert [(r.staff, r.outcome) for r in alice.hospital.records] == [("transition", "retry")]
@@ -127,7 +118,7 @@ def test_an_init_sent_but_reported_failed_is_sent_again_and_the_copy_is_dropped(
 def test_acknowledgements_that_always_fail_are_swallowed_and_the_copies_dropped_later(
     tmp_path: Path,
 ) -> None:
-    net, alice, bob = network(tmp_path)
+    net, alice, bob = two_nodes(tmp_path)
     for each in (alice, bob):
         each.faults.fail("acknowledge", ConnectionError("ack lost"), times=None)
     handle = alice.start_flow(Greet("bob"))

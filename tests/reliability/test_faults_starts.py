@@ -33,6 +33,7 @@ from parley.protocol import codec
 from parley.protocol.messages import Error, Reject
 from parley.protocol.records import MAX_CLIENT_ID, FlowStatus
 from parley.testing import MockNetwork, MockNode
+from tests.reliability.common import settled, two_nodes
 
 RUNS: list[str] = []
 CONSTRUCTIBLE = {"now": True}
@@ -45,16 +46,6 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     RUNS.clear()
     monkeypatch.setitem(CONSTRUCTIBLE, "now", True)
     monkeypatch.setitem(REFUSAL, "error", ValueError)
-
-
-def network(tmp_path: Path) -> tuple[MockNetwork, MockNode, MockNode]:
-    net = MockNetwork(data_dir=tmp_path)
-    return net, net.create_node("alice"), net.create_node("bob")
-
-
-def settled(net: MockNetwork) -> bool:
-    """Nothing stored, nothing in memory, nothing un-acked on any node."""
-    return all(not n.flows() and not n.live_flows and not n.in_flight for n in net.nodes.values())
 
 
 def start_rows(node: MockNode) -> list[tuple[object, ...]]:
@@ -109,7 +100,7 @@ def test_a_start_stores_the_class_the_arguments_who_started_it_and_the_client_id
 
 
 def test_a_client_id_too_long_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
-    net, alice, _ = network(tmp_path)
+    net, alice, _ = two_nodes(tmp_path)
     with pytest.raises(FlowUsageError, match=f"at most {MAX_CLIENT_ID} characters"):
         alice.start_flow(Quote("bob", 5), client_id="x" * (MAX_CLIENT_ID + 1))
     net.run_network()
@@ -118,7 +109,7 @@ def test_a_client_id_too_long_is_refused_and_nothing_is_stored(tmp_path: Path) -
 
 
 def test_start_arguments_that_cant_be_stored_refuse_the_start(tmp_path: Path) -> None:
-    _net, alice, _ = network(tmp_path)
+    _net, alice, _ = two_nodes(tmp_path)
     with pytest.raises(FlowUsageError, match="can't be checkpointed"):
         alice.start_flow(Quote("bob", object()))  # type: ignore[arg-type]
     assert start_rows(alice) == []
@@ -150,7 +141,7 @@ class PickyResponder(FlowLogic[None]):
 
 
 def test_a_responder_whose_constructor_raises_rejects_the_session(tmp_path: Path) -> None:
-    net, alice, bob = network(tmp_path)
+    net, alice, bob = two_nodes(tmp_path)
     CONSTRUCTIBLE["now"] = False
     with pytest.raises(UnexpectedFlowEndException, match="the price list is not loaded"):
         alice.start_flow(Order("bob")).result()
@@ -222,7 +213,7 @@ class Validates(FlowLogic[None]):
 
 
 def test_a_flow_failing_before_its_first_checkpoint_leaves_no_checkpoint(tmp_path: Path) -> None:
-    _net, alice, _ = network(tmp_path)
+    _net, alice, _ = two_nodes(tmp_path)
     handle = alice.start_flow(Validates(0), client_id="pay-0")
     with pytest.raises(ValueError, match="0 is not an amount"):
         handle.result()
@@ -235,7 +226,7 @@ def test_a_flow_failing_before_its_first_checkpoint_leaves_no_checkpoint(tmp_pat
 def test_a_responder_failing_before_its_first_checkpoint_tells_its_initiator_once(
     tmp_path: Path,
 ) -> None:
-    net, alice, bob = network(tmp_path)
+    net, alice, bob = two_nodes(tmp_path)
     with pytest.raises(UnexpectedFlowEndException) as ended:
         alice.start_flow(Order("bob", -1)).result()  # its first receive commits nothing
     assert ended.value.peer == "bob"
