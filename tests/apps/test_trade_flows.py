@@ -11,7 +11,6 @@ from parley import FlowException, FlowLogic, ProgressChange
 from parley.apps.trade import (
     AssetMismatchException,
     Buyer,
-    Command,
     Finality,
     InsufficientBalanceException,
     IssueCash,
@@ -19,9 +18,7 @@ from parley.apps.trade import (
     NotaryException,
     Seller,
     SignedTransaction,
-    StateRef,
     Transaction,
-    TransactionSignature,
     TransactionVerificationException,
     UnacceptablePriceException,
     Vault,
@@ -37,6 +34,7 @@ from tests.apps.trading import (
     consumed,
     market,
     notary_commits,
+    spend_again,
     transactions,
     unconsumed,
 )
@@ -182,18 +180,7 @@ class DoubleSpend(FlowLogic[str]):
         self.ref = ref
 
     async def call(self) -> str:
-        ref = StateRef.parse(self.ref)
-        (parent,) = (await Vault(self).load([ref.txhash])).values()
-        tx = Transaction(
-            inputs=(ref,),
-            outputs=(parent.tx.outputs[ref.index],),
-            commands=(Command("cash.move", (self.our_identity,)),),
-            notary="notary",
-            time_window=None,
-            salt=self.uuid(),
-        )
-        mine = self.services.identity.sign(signed_bytes(tx.id))
-        stx = SignedTransaction(tx, (TransactionSignature(self.our_identity, mine),))
+        stx, parent = await spend_again(self, self.ref)
         return (await self.sub_flow(Finality(stx, [], (parent,)))).id
 
 

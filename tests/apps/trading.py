@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from parley.apps.trade import IssueCash, IssuePaper, PlaceBid, Seller
+from parley import FlowLogic
+from parley.apps.trade import (
+    Command,
+    IssueCash,
+    IssuePaper,
+    PlaceBid,
+    Seller,
+    SignedTransaction,
+    StateRef,
+    Transaction,
+    TransactionSignature,
+    Vault,
+)
+from parley.apps.trade.states import signed_bytes
 from parley.testing import MockFlowHandle, MockNetwork, MockNode
 
 APPS = ["parley.apps.trade"]
@@ -81,3 +95,22 @@ def cash_everywhere(net: MockNetwork) -> Decimal:
         ),
         Decimal(0),
     )
+
+
+async def spend_again(
+    flow: FlowLogic[Any], ref: str
+) -> tuple[SignedTransaction, SignedTransaction]:
+    """Inside ``flow``: a transaction spending ``ref`` (a state its node has) once more, signed by
+    the node, as a buggy or dishonest client could build it; and the transaction ``ref`` is in."""
+    state = StateRef.parse(ref)
+    (parent,) = (await Vault(flow).load([state.txhash])).values()
+    tx = Transaction(
+        inputs=(state,),
+        outputs=(parent.tx.outputs[state.index],),
+        commands=(Command("cash.move", (flow.our_identity,)),),
+        notary="notary",
+        time_window=None,
+        salt=flow.uuid(),
+    )
+    mine = flow.services.identity.sign(signed_bytes(tx.id))
+    return SignedTransaction(tx, (TransactionSignature(flow.our_identity, mine),)), parent

@@ -18,18 +18,11 @@ import pytest
 
 from parley import FlowLogic, UnexpectedFlowEndException
 from parley.apps.trade import (
-    Command,
     Notarise,
     NotaryException,
-    SignedTransaction,
-    StateRef,
-    Transaction,
-    TransactionSignature,
-    Vault,
 )
-from parley.apps.trade.states import signed_bytes
 from parley.testing import MockNetwork
-from tests.apps.trading import CASH, PRICE, Market, cash_everywhere, market, unconsumed
+from tests.apps.trading import CASH, PRICE, Market, cash_everywhere, market, spend_again, unconsumed
 
 
 class SpendsBehindTheVault(FlowLogic[str]):
@@ -39,18 +32,7 @@ class SpendsBehindTheVault(FlowLogic[str]):
         self.ref = ref
 
     async def call(self) -> str:
-        ref = StateRef.parse(self.ref)
-        (parent,) = (await Vault(self).load([ref.txhash])).values()
-        tx = Transaction(
-            inputs=(ref,),
-            outputs=(parent.tx.outputs[ref.index],),
-            commands=(Command("cash.move", (self.our_identity,)),),
-            notary="notary",
-            time_window=None,
-            salt=self.uuid(),
-        )
-        mine = self.services.identity.sign(signed_bytes(tx.id))
-        stx = SignedTransaction(tx, (TransactionSignature(self.our_identity, mine),))
+        stx, _ = await spend_again(self, self.ref)
         return (await self.sub_flow(Notarise(stx))).tx.id
 
 
