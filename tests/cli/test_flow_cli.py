@@ -29,8 +29,9 @@ from parley.node import Node
 from parley.rpc import NodeUnreachable, ProgressRow, ProgressUpdate
 from parley.rpc.users import verify_password
 from parley.transport.natsserver import EmbeddedNatsServer
+from tests.cli.common import refused
 from tests.integration.nodes import REPO, node_process, wait_for
-from tests.rpc.conftest import PASSWORD, Nodes
+from tests.rpc.nodes import PASSWORD, Nodes
 
 pytestmark = pytest.mark.integration
 
@@ -55,33 +56,10 @@ def _no_stale_log_handlers() -> None:
             logger.removeHandler(handler)
 
 
-@pytest.fixture
-def nodes(nats_server: EmbeddedNatsServer, tmp_path: Path) -> Iterator[Nodes]:
-    made = Nodes(nats_server.url, tmp_path)
-    try:
-        made.start("alice")
-        made.start("bob")
-        yield made
-    finally:
-        made.stop()
-
-
 def parley(nodes: Nodes, *args: str, user: str = "ops", password: str = PASSWORD) -> Result:
     """``parley ARGS`` with the nodes' NATS and the user's credentials in the environment."""
     env = {"PARLEY_NATS_URL": nodes.url, "PARLEY_USER": user, "PARLEY_PASSWORD": password}
     return runner.invoke(app, list(args), env=env)
-
-
-def refused(result: Result, code: int, *fragments: str) -> str:
-    """``result`` is a one-line error with exit code ``code`` that says each of ``fragments``."""
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def as_json(result: Result) -> Any:

@@ -17,7 +17,7 @@ from parley.testing import MockNetwork
 from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.apps import Waits
 from tests.integration.nodes import wait_for
-from tests.rpc.conftest import PASSWORD, Nodes
+from tests.rpc.nodes import PASSWORD, Nodes
 
 runner = CliRunner()
 

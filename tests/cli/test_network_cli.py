@@ -26,6 +26,7 @@ from parley.cli import app
 from parley.identity.keys import IDENTITY_FILE, operator_key, read_key
 from parley.node import Node, NodeConfig
 from parley.transport.natsserver import EmbeddedNatsServer
+from tests.cli.common import refused
 
 runner = CliRunner()
 USER: int = nkeys.PREFIX_BYTE_USER
@@ -34,18 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def invoke(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     return runner.invoke(app, [str(a) for a in args], env=env)
-
-
-def refused(result: Result, code: int, *fragments: str) -> str:
-    """``result`` is a one-line error with exit code ``code`` that says each of ``fragments``."""
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

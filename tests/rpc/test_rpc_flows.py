@@ -10,7 +10,7 @@ import pytest
 from parley.apps.pingpong import Ping
 from parley.rpc import AsyncRpcClient, NodeUnreachable, ProgressUpdate, RpcClient
 from tests.integration.nodes import rows, wait_for
-from tests.rpc.conftest import PASSWORD, Nodes
+from tests.rpc.nodes import PASSWORD, Nodes
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from parley.protocol.errors import UnexpectedFlowEndException
 from parley.rpc import FlowNotFound, FlowRow, NodeUnavailable, Refused, RpcClient
 from tests.integration.nodes import wait_for
-from tests.rpc.conftest import Nodes
+from tests.rpc.nodes import Nodes
 
 pytestmark = pytest.mark.integration
 

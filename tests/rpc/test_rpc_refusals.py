@@ -20,7 +20,7 @@ from parley.rpc import (
     UnknownFlowClass,
 )
 from parley.rpc.messages import OPERATIONS, decode_reply, encode_request
-from tests.rpc.conftest import PASSWORD, Nodes
+from tests.rpc.nodes import PASSWORD, Nodes
 
 pytestmark = pytest.mark.integration
 
