@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests: a real nats-server (with JetStream) per test that asks for one."""
+"""Fixtures shared by the tests: a real nats-server (with JetStream) per test that asks for one,
+and a MockNetwork with the nodes alice, bob and charlie."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.testing import MockNetwork, MockNode
 from parley.transport.natsserver import EmbeddedNatsServer
 
 
@@ -32,3 +34,23 @@ def durable_nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def net() -> MockNetwork:
+    return MockNetwork()
+
+
+@pytest.fixture
+def alice(net: MockNetwork) -> MockNode:
+    return net.create_node("alice")
+
+
+@pytest.fixture
+def bob(net: MockNetwork) -> MockNode:
+    return net.create_node("bob")
+
+
+@pytest.fixture
+def charlie(net: MockNetwork) -> MockNode:
+    return net.create_node("charlie")

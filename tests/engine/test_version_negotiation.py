@@ -26,21 +26,6 @@ from parley.testing import MockNetwork, MockNode
 PING = "parley.apps.pingpong:Ping"
 
 
-@pytest.fixture
-def net() -> MockNetwork:
-    return MockNetwork()
-
-
-@pytest.fixture
-def alice(net: MockNetwork) -> MockNode:
-    return net.create_node("alice")
-
-
-@pytest.fixture
-def bob(net: MockNetwork) -> MockNode:
-    return net.create_node("bob")
-
-
 def init_from_mallory(net: MockNetwork, version: int, session: str = "m" * 32 + ".0") -> Init:
     """A hand-made Ping init at ``version`` from a node that runs no Parley code."""
     init = Init(session, PING, version, "parley.apps.pingpong", codec.encode((1, 41)))
