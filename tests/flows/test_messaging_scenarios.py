@@ -563,6 +563,13 @@ def test_initiating_to_an_unresolvable_destination_is_a_usage_error(alice: MockN
         alice.start_flow(ReceiveFlow("no such.node")).result()
 
 
+def test_initiating_to_a_destination_that_is_not_a_string_is_a_usage_error(
+    alice: MockNode,
+) -> None:
+    with pytest.raises(FlowUsageError, match="Could not resolve destination"):
+        alice.start_flow(ReceiveFlow(["bob"])).result()  # type: ignore[arg-type]
+
+
 def test_a_flow_can_open_a_session_to_its_own_node(alice: MockNode) -> None:
     alice.registry.register(SendAndReceiveFlow, Echo)
     assert alice.start_flow(SendAndReceiveFlow("alice", 5)).result() == 5

@@ -214,6 +214,11 @@ def test_a_node_name_with_a_trailing_newline_is_refused() -> None:
     assert is_node_name("alice")
 
 
+@pytest.mark.parametrize("name", [["alice"], {"alice": 1}, None, 7, b"alice"])
+def test_a_node_name_that_is_not_a_string_is_refused(name: object) -> None:
+    assert not is_node_name(name)
+
+
 # --------------------------------------------------------------------------------------------
 # The schema refuses what the code refuses
 # --------------------------------------------------------------------------------------------

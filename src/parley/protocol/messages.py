@@ -35,9 +35,11 @@ _VALID_NAMES: set[str] = set()
 
 def is_node_name(name: object) -> bool:
     """Whether ``name`` is a valid node name (see :data:`NODE_NAME`)."""
+    if not isinstance(name, str):
+        return False  # before the set: a list or dict is not even hashable
     if name in _VALID_NAMES:
         return True
-    if not isinstance(name, str) or NODE_NAME.fullmatch(name) is None:
+    if NODE_NAME.fullmatch(name) is None:
         return False
     if len(_VALID_NAMES) < 10_000:
         _VALID_NAMES.add(name)
