@@ -32,7 +32,6 @@ function that talks to NATS.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import ssl
@@ -44,6 +43,7 @@ from typing import Any, Final
 import nats.js.errors
 import nkeys
 
+from parley.identity.keys import is_public_key
 from parley.protocol.errors import ParleyError
 from parley.transport.names import (
     MAP_BUCKET,
@@ -210,14 +210,9 @@ def nats_authorization(nodes: Sequence[tuple[str, str]], admin_public_key: str) 
 def _check_public_key(key: str, what: str) -> str:
     if not isinstance(key, str) or not _PUBLIC_KEY.match(key) or not key.startswith("U"):
         raise NatsSecurityError(f"{what} is not a public NKey user key (U...): {key!r}")
-    raw = _b32decode(key)
-    if nkeys.crc16(bytearray(raw[:-2])).to_bytes(2, "little") != raw[-2:]:
+    if not is_public_key(key):
         raise NatsSecurityError(f"{what} has a bad checksum (mistyped?): {key!r}")
     return key
-
-
-def _b32decode(text: str) -> bytes:
-    return base64.b32decode(text + "=" * (-len(text) % 8))
 
 
 def _quote(text: str) -> str:
