@@ -99,14 +99,26 @@ def make_schedule(
     name: str,
     flow: FlowLogic[Any],
     *,
-    at: datetime,
+    at: datetime | None = None,
     every: float | None = None,
     missed: Missed | str = Missed.RUN_ONCE,
+    now: datetime | None = None,
 ) -> Schedule:
     """A schedule that starts copies of ``flow`` (its class, its constructor arguments).
 
+    Args:
+        name: the schedule's name (1-:data:`MAX_NAME` characters without ``:``).
+        flow: the flow whose class and constructor arguments each tick starts.
+        at: the first tick (default: ``every`` seconds after ``now``).
+        every: seconds between ticks (``None``: once).
+        missed: the :class:`Missed` policy, or its value.
+        now: the host's current time (a node's clock, or a mock network's virtual one); needed
+            only when ``at`` is not given.
+
     Raises:
-        ScheduleError: a bad name, period, policy or time, or arguments that can't be stored.
+        ScheduleError: a bad name, period, policy or time, neither ``at`` nor ``every``, or
+            arguments that can't be stored.
+        TypeError: ``at`` is left to its default without ``now`` (the host's mistake).
     """
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or ":" in name:
         raise ScheduleError(f"a schedule name is 1-{MAX_NAME} characters without ':': {name!r}")
@@ -116,6 +128,12 @@ def make_schedule(
         isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
     ):
         raise ScheduleError(f"every must be a number of seconds > 0, got {every!r}")
+    if at is None:
+        if every is None:
+            raise ScheduleError("a schedule needs a first tick (at=) or a period (every=)")
+        if now is None:
+            raise TypeError("make_schedule() needs now= for the default first tick")
+        at = now + timedelta(seconds=every)
     if at.tzinfo is None:
         raise ScheduleError(f"the first tick needs a time zone: {at!r}")
     try:
