@@ -23,11 +23,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from parley.engine.restore import build
 from parley.flows.logic import FlowLogic
 from parley.flows.registry import flow_class_named
 from parley.protocol import codec
-from parley.protocol.errors import FlowUsageError, ParleyError, type_name
-from parley.protocol.records import DeleteSchedule, PutSchedule, StoreOp
+from parley.protocol.errors import ParleyError, type_name
+from parley.protocol.records import DeleteSchedule, PutSchedule, StartKind, StoreOp
 
 __all__ = [
     "Missed",
@@ -162,16 +163,10 @@ def flow_of(schedule: Schedule) -> FlowLogic[Any]:
 
     Raises:
         FlowUsageError: the flow class is no longer known (its app is not loaded).
+        DeserializationError: the stored arguments are not a start record's.
     """
     cls = flow_class_named(schedule.flow_class)
-    if cls is None:
-        raise FlowUsageError(
-            f"schedule {schedule.name}: flow class {schedule.flow_class} is not loaded"
-        )
-    start: Any = codec.decode(schedule.args)
-    args, kwargs = start
-    flow: FlowLogic[Any] = cls(*args, **kwargs)
-    return flow
+    return build(cls, f"schedule {schedule.name}", StartKind.RPC, schedule.args)
 
 
 def due_ticks(
