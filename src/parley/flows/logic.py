@@ -310,17 +310,13 @@ class FlowLogic(Generic[T]):
         ctx = self._context()
         if not isinstance(name, str) or not 0 < len(name) <= 128:
             raise FlowUsageError(f"a signal's name is a string of 1-128 characters, not {name!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-        ):
-            raise FlowUsageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         if ctx.idempotent:
             raise FlowUsageError(
                 "wait_for_signal() can't be used inside an IdempotentFlow: a signal is consumed "
                 "with a checkpoint, and an idempotent flow writes none"
             )
         check_for(expected)
-        until = self.now() + timedelta(seconds=timeout) if timeout is not None else None
+        until = deadline(timeout, "wait_for_signal()")
         payload: bytes = await suspend(AwaitSignal(name, until, expected))
         return checked(expected, payload).unwrap_unchecked()
 
