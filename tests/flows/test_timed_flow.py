@@ -7,6 +7,7 @@ import pytest
 
 from parley import FlowLogic, FlowSession, TimedFlow, initiated_by, initiating_flow
 from parley.engine.hospital import Outcome
+from parley.flows.marks import TIMED_MARK
 from parley.testing import MockNetwork
 
 DROPS = {"left": 0}
@@ -68,3 +69,44 @@ def test_a_reply_in_time_needs_no_retry() -> None:
     alice, _ = net.create_node("alice"), net.create_node("notary")
     assert alice.start_flow(AskNotary("notary")).result() == 42
     assert [r for r in alice.hospital.records if r.staff == "timeout"] == []
+
+
+@initiating_flow
+class AskWithOwnTimeout(FlowLogic[int]):
+    """Not a TimedFlow: its ``timeout`` is its own setting, which makes no receive a timed one."""
+
+    timeout = 5
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    async def call(self) -> int:
+        session = self.initiate_flow(self.peer)
+        return (await session.send_and_receive(int, 41)).unwrap_unchecked()
+
+
+@initiated_by(AskWithOwnTimeout)
+class SlowAnswer(FlowLogic[None]):
+    def __init__(self, session: FlowSession) -> None:
+        self.session = session
+
+    async def call(self) -> None:
+        n = (await self.session.receive(int)).unwrap_unchecked()
+        await self.sleep(60)
+        await self.session.send(n + 1)
+
+
+def test_a_flow_that_is_not_timed_waits_whatever_its_own_timeout_attribute() -> None:
+    net = MockNetwork()
+    alice, _ = net.create_node("alice"), net.create_node("bob")
+    assert alice.start_flow(AskWithOwnTimeout("bob")).result() == 42
+    assert [r for r in alice.hospital.records if r.staff == "timeout"] == []
+
+
+def test_the_timed_mark_is_a_timed_flows_timeout_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert getattr(AskNotary, TIMED_MARK) == 30
+    monkeypatch.setattr(AskNotary, "timeout", 10)
+    assert getattr(AskNotary, TIMED_MARK) == 10
+    assert getattr(AskWithOwnTimeout, TIMED_MARK, None) is None

@@ -338,6 +338,14 @@ class IdempotentFlow(FlowLogic[T]):
     _parley_idempotent: ClassVar[bool] = True
 
 
+class _ClassTimeout:
+    """``TimedFlow``'s :data:`~parley.flows.marks.TIMED_MARK`: its class's ``timeout`` when read
+    (so a subclass's own value, or one set later, counts)."""
+
+    def __get__(self, instance: object, owner: type[TimedFlow[Any]]) -> float:
+        return owner.timeout
+
+
 class TimedFlow(FlowLogic[T]):
     """A flow whose receives are retried when a reply takes too long (``timeout`` seconds).
 
@@ -350,6 +358,8 @@ class TimedFlow(FlowLogic[T]):
 
     #: Seconds a receive waits before the flow is retried (read by ``FlowContext.timed_timeout``).
     timeout: ClassVar[float] = 60.0
+    #: The mark the driver reads (:data:`~parley.flows.marks.TIMED_MARK`): the class's ``timeout``.
+    _parley_timed = _ClassTimeout()
 
 
 def _unique(sessions: Sequence[FlowSession]) -> None:

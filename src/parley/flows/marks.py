@@ -26,8 +26,9 @@ INITIATING_MARK = "_parley_initiating"
 RPC_MARK = "_parley_rpc"
 #: The class attribute of flows that write no checkpoints while they run (``IdempotentFlow``).
 IDEMPOTENT_MARK = "_parley_idempotent"
-#: Attribute of a ``TimedFlow`` class: seconds its receives wait before it is retried.
-TIMED_MARK = "timeout"
+#: Attribute of a ``TimedFlow`` class: seconds its receives wait before it is retried (its
+#: ``timeout``). Only ``TimedFlow`` has it: another flow's own ``timeout`` attribute is not a mark.
+TIMED_MARK = "_parley_timed"
 
 
 def initiating_class(cls: type) -> type | None:
