@@ -44,6 +44,7 @@ from parley.rpc.messages import (
 )
 from parley.rpc.operations import NodeApi, Operations
 from parley.rpc.users import Authenticator, RpcUser
+from parley.transport.names import server_urls
 from parley.transport.security import rpc_service_name
 
 __all__ = ["RpcService", "RpcServiceError"]
@@ -73,7 +74,7 @@ class RpcService:
     Args:
         node: the node it serves.
         name: the node's name.
-        url: the NATS server(s).
+        url: the NATS server, or several separated by commas (a cluster's).
         users: who may call it (none: every request is refused).
         connect_options: more keyword arguments for ``nats.connect`` (the node's credentials,
             TLS, its inbox prefix).
@@ -92,6 +93,7 @@ class RpcService:
     ) -> None:
         self.name = name
         self.url = url
+        self._servers = server_urls(url)
         self.service_name = rpc_service_name(name)
         self._options = dict(connect_options or {})
         self._connect_timeout = connect_timeout
@@ -154,7 +156,7 @@ class RpcService:
             "error_cb": error_cb,
         }
         options.update(self._options)
-        self._nc = await nats.connect(self.url, **options)
+        self._nc = await nats.connect(self._servers, **options)
         self._sender = asyncio.get_running_loop().create_task(self._send())
         self._service = await nats.micro.add_service(
             self._nc,

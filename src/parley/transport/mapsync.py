@@ -28,7 +28,7 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig, StorageType
 
 from parley.identity.netmap import MapEntryError, NetworkMap
-from parley.transport.names import MAP_BUCKET
+from parley.transport.names import MAP_BUCKET, server_urls
 
 __all__ = ["MapSync", "ensure_bucket", "list_entries", "put_entry"]
 
@@ -82,7 +82,7 @@ class MapSync:
 
     Args:
         node: the node's name (for its connection's name and the log).
-        url: the NATS server(s).
+        url: the NATS server, or several separated by commas (a cluster's).
         network_map: the map to feed.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS).
     """
@@ -96,6 +96,7 @@ class MapSync:
     ) -> None:
         self.node = node
         self.url = url
+        self._servers = server_urls(url)
         self.map = network_map
         self._options = dict(connect_options or {})
         self._loop = asyncio.new_event_loop()
@@ -206,7 +207,7 @@ class MapSync:
     async def _watch(self) -> None:
         if self._nc is None or self._nc.is_closed:
             self._nc = await nats.connect(
-                self.url,
+                self._servers,
                 name=f"parley-map-{self.node}",
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
