@@ -69,7 +69,6 @@ class FlowManager(Actor):
         self.workers = workers
         self.db_path = db_path
         self.start_worker = start_worker
-        self.replaced = 0
 
     def on_receive(self, message: Any) -> Any:
         match message:
@@ -97,31 +96,32 @@ class FlowManager(Actor):
             log.exception("could not start a new worker %d", index)
             return
         self.workers[index] = worker
-        self.replaced += 1
-        with SqliteStore(self.db_path, readonly=True) as store:
-            flow_ids = [
-                f for f in store.runnable_flow_ids() if shard_of(f, len(self.workers)) == index
-            ]
         done: Future[int] = Future()
         done.add_done_callback(
             lambda f: log.warning("worker %d replaced; %d flows restored", index, f.result())
         )
-        worker.tell(RestoreFlows(tuple(flow_ids), done, handles))
+        worker.tell(RestoreFlows(tuple(self._runnable_by_shard()[index]), done, handles))
 
     def _restore_all(self) -> list[Future[int]]:
-        with SqliteStore(self.db_path, readonly=True) as store:
-            flow_ids = store.runnable_flow_ids()
-        by_worker: dict[int, list[str]] = {index: [] for index in range(len(self.workers))}
-        for flow_id in flow_ids:
-            by_worker[shard_of(flow_id, len(self.workers))].append(flow_id)
+        by_worker = self._runnable_by_shard()
         futures: list[Future[int]] = []
         for index, ids in by_worker.items():  # every worker: each also re-admits its held inits
             future: Future[int] = Future()
             self.workers[index].tell(RestoreFlows(tuple(ids), future))
             futures.append(future)
-        if flow_ids:
-            log.info("restoring %d flows", len(flow_ids))
+        restoring = sum(map(len, by_worker.values()))
+        if restoring:
+            log.info("restoring %d flows", restoring)
         return futures
+
+    def _runnable_by_shard(self) -> dict[int, list[str]]:
+        """The stored flows to restart (in start order), by the shard that owns them."""
+        with SqliteStore(self.db_path, readonly=True) as store:
+            flow_ids = store.runnable_flow_ids()
+        by_shard: dict[int, list[str]] = {index: [] for index in range(len(self.workers))}
+        for flow_id in flow_ids:
+            by_shard[shard_of(flow_id, len(self.workers))].append(flow_id)
+        return by_shard
 
 
 __all__ = ["FlowManager", "RestoreAll", "StatsRequest", "WorkerFailed"]
