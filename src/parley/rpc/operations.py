@@ -54,6 +54,7 @@ from parley.rpc.errors import (
 )
 from parley.rpc.feeds import FlowFeeds, FlowListWatch, Publish
 from parley.rpc.messages import (
+    OPERATIONS,
     Args,
     Request,
     admission_row,
@@ -159,21 +160,9 @@ class Operations:
         self._done: weakref.WeakKeyDictionary[Future[Any], asyncio.Future[None]] = (
             weakref.WeakKeyDictionary()
         )
+        #: Each operation's method: the method of the same name.
         self.table: dict[str, Callable[[RpcUser, Args], Any]] = {
-            "start_flow": self.start_flow,
-            "result": self.result,
-            "reattach": self.reattach,
-            "track": self.track,
-            "list_flows": self.list_flows,
-            "kill_flow": self.kill_flow,
-            "signal": self.signal,
-            "hospital_list": self.hospital_list,
-            "hospital_show": self.hospital_show,
-            "hospital_retry": self.hospital_retry,
-            "hospital_kill": self.hospital_kill,
-            "stats": self.stats,
-            "drain": self.drain,
-            "undrain": self.undrain,
+            operation: getattr(self, operation) for operation in OPERATIONS
         }
 
     async def authenticate(self, request: Request) -> RpcUser:
