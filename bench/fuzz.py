@@ -55,12 +55,20 @@ APPS = ["parley.apps.pingpong"]
 
 @dataclass
 class Battlefield:
-    """Two honest nodes, the attacker's campaign against alice, and the error log."""
+    """Two honest nodes, the attacker (mallory), its campaign against alice, and the error log.
+
+    ``tests/integration/test_fuzz.py`` fights on the same field (with Hypothesis choosing).
+    """
 
     alice: Node
     bob: Node
+    mallory: Party
     campaign: Campaign
     errors: ErrorLog
+
+    @property
+    def fuzzer(self) -> Fuzzer:
+        return self.campaign.fuzzer
 
     def finish(self, timeout: float = 120.0) -> Report:
         report = self.campaign.finish(timeout)
@@ -72,7 +80,7 @@ class Battlefield:
         ``ack_wait``, and the node then acks it), or None if it did not within ``timeout``."""
         began = time.monotonic()
         try:
-            wait_until(lambda: self.campaign.fuzzer.consumer_state("alice") == (0, 0), timeout, 0.5)
+            wait_until(lambda: self.fuzzer.consumer_state("alice") == (0, 0), timeout, 0.5)
         except TimeoutError:
             return None
         return time.monotonic() - began
@@ -127,7 +135,7 @@ def battlefield(root: Path, url: str, *, honest_per_batch: int = 2) -> Iterator[
             honest_per_batch=honest_per_batch,
             others=[bob],
         )
-        yield Battlefield(alice, bob, campaign, errors)
+        yield Battlefield(alice, bob, mallory, campaign, errors)
 
 
 def run(envelopes: int, seed: int, batch: int = 500) -> Report:

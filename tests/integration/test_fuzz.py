@@ -4,7 +4,8 @@ alice (attacked) and bob (honest) are admitted by an operator and run Ping round
 during and after the attack. mallory is admitted too and holds its key: it is the attacker; trudy
 was admitted and revoked; eve never was. The hostile messages are drawn by Hypothesis
 (:func:`tests.testing.test_fuzz_mutations.hostile_messages`) from the traffic captured so far;
-``python -m bench.fuzz`` is the long run of the same campaign with a seeded ``random.Random``.
+the network is :func:`bench.fuzz.battlefield`, whose ``python -m bench.fuzz`` is the long run of
+the same campaign with a seeded ``random.Random``.
 
 The tests at the end reproduce what the fuzzer found; they are strict xfails until it is fixed.
 """
@@ -13,117 +14,43 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.fuzz import ROUNDS, Battlefield, battlefield
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from parley.apps.pingpong import Ping
 from parley.engine.handles import responder_flow_id
-from parley.flows.registry import FlowRegistry
-from parley.identity.keys import KeyPair, load_identity, new_operator_key
-from parley.node import Node, NodeConfig
 from parley.protocol import codec
 from parley.protocol.messages import Data, Envelope, Init, encode_envelope
 from parley.protocol.records import PutFlowResult, StoreOp
 from parley.testing import MockNetwork
-from parley.testing.fuzz import (
-    MUTATIONS,
-    Arena,
-    Campaign,
-    Corpus,
-    ErrorLog,
-    Fuzzer,
-    Message,
-    Oracle,
-    Party,
-    StartHonest,
-)
-from parley.transport.admin import NetworkAdmin
+from parley.testing.fuzz import MUTATIONS, Message, Party
 from parley.transport.natsserver import EmbeddedNatsServer
 from tests.integration.nodes import wait_for
 from tests.testing.test_fuzz_mutations import hostile_messages
 
 pytestmark = pytest.mark.integration
 
-APPS = ["parley.apps.pingpong"]
-#: alice's message size limit: under NATS' 1 MiB, so that oversized messages can be sent.
-MAX_SIZE = 256 * 1024
-ROUNDS = 3
 #: Hostile messages per Hypothesis example (200 still fit in one; 300 do not), and examples.
 BATCH = 100
 EXAMPLES = 105
 
 
-@dataclass
-class Field:
-    """The network of the module docstring, and the campaign against alice."""
-
-    alice: Node
-    bob: Node
-    mallory: Party
-    fuzzer: Fuzzer
-    campaign: Campaign
-    errors: ErrorLog
-
-
-def pings(alice: Node, bob: Node) -> StartHonest:
-    """Honest flow ``n``: a Ping from alice to bob (even) or from bob to alice (odd)."""
-
-    def start(n: int) -> tuple[Future[Any], object]:
-        node, peer = (alice, "bob") if n % 2 == 0 else (bob, "alice")
-        return node.start_flow(Ping(peer, n, rounds=ROUNDS), wait_started=False).future, n + ROUNDS
-
-    return start
-
-
 @pytest.fixture
-def field(tmp_path: Path, nats_server: EmbeddedNatsServer) -> Iterator[Field]:
-    url = nats_server.url
-    operator = new_operator_key()
-    admin = NetworkAdmin(url, operator)
-    mallory, eve, trudy = (Party(name, KeyPair.generate()) for name in ("mallory", "eve", "trudy"))
-    admin.admit(mallory.name, [mallory.key.public_key])
-    admin.admit(trudy.name, [trudy.key.public_key])
-    admin.revoke(trudy.name)
-    nodes: list[Node] = []
-    with ErrorLog() as errors:
-        try:
-            for name in ("alice", "bob"):
-                admin.admit(name, [load_identity(tmp_path / name).public_key])
-                config = NodeConfig(
-                    name,
-                    tmp_path / name,
-                    nats_url=url,
-                    apps=APPS,
-                    operator_key=operator.public_key,
-                    max_message_size=MAX_SIZE,
-                )
-                nodes.append(Node(config).start())
-            alice, bob = nodes
-            fuzzer = Fuzzer(url)
-            corpus = Corpus("alice", mallory.name)
-            arena = Arena("alice", mallory, eve, corpus, trudy, ["bob"], MAX_SIZE)
-            registry = FlowRegistry.from_apps(APPS)
-            oracle = Oracle("alice", fuzzer.network_map(operator.public_key), MAX_SIZE, registry)
-            campaign = Campaign(
-                fuzzer, alice, arena, oracle, pings(alice, bob), honest_per_batch=1, others=[bob]
-            )
-            yield Field(alice, bob, mallory, fuzzer, campaign, errors)
-            fuzzer.close()
-        finally:
-            for node in nodes:
-                node.stop()
+def field(tmp_path: Path, nats_server: EmbeddedNatsServer) -> Iterator[Battlefield]:
+    assert nats_server.url is not None
+    with battlefield(tmp_path, nats_server.url, honest_per_batch=1) as made:
+        yield made
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ten_thousand_hostile_messages_crash_nothing_and_every_one_is_accounted_for(
-    field: Field, caplog: pytest.LogCaptureFixture
+    field: Battlefield, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="parley")  # a WARNING per refusal costs time here
     campaign = field.campaign
@@ -143,8 +70,7 @@ def test_ten_thousand_hostile_messages_crash_nothing_and_every_one_is_accounted_
         campaign.attack(data.draw(batch), learn=False)
 
     attack()
-    report = campaign.finish(timeout=120, drain_timeout=10)
-    report.crashes += [f"logged: {line}" for line in field.errors.lines]
+    report = field.finish(timeout=120)  # the campaign's report and what was logged
     print(report.render())
     assert report.tried >= 10_000
     assert set(report.by_mutation) == set(MUTATIONS)
@@ -165,18 +91,18 @@ def init_from(mallory: Party, session: str, flow_class: str) -> Message:
     return Message(f"parley.p2p.alice.{mallory.name}", data, mallory.sign(data))
 
 
-def drained(field: Field) -> bool:
+def drained(field: Battlefield) -> bool:
     return field.fuzzer.consumer_state("alice") == (0, 0)
 
 
 def test_an_admitted_peers_init_for_a_class_the_node_never_heard_of_is_acked(
-    field: Field,
+    field: Battlefield,
 ) -> None:
     field.fuzzer.publish([init_from(field.mallory, "a" * 32 + ".0", "no.such:Flow")])
     wait_for(lambda: drained(field), 5, "the init to be acked")
 
 
-def test_killing_an_init_held_twice_acks_both_copies(field: Field) -> None:
+def test_killing_an_init_held_twice_acks_both_copies(field: Battlefield) -> None:
     session = "a" * 32 + ".0"
     field.fuzzer.publish([init_from(field.mallory, session, "no.such:Flow")])
     field.fuzzer.publish([init_from(field.mallory, session, "no.such:Other")])
@@ -211,7 +137,7 @@ def test_a_message_that_arrives_while_a_flows_last_commit_is_in_flight_is_acked(
 
 
 def test_a_hostile_init_naming_the_ping_class_starts_a_responder_the_campaign_can_kill(
-    field: Field,
+    field: Battlefield,
 ) -> None:
     """The attacker's sessions are real ones: what it leaves waiting, the end of a run kills."""
     first = codec.encode((ROUNDS, 1))  # the responder answers, then waits for two more rounds
