@@ -16,8 +16,10 @@ for the same thing in the same order (:class:`NonDeterministicFlowError` otherwi
 the state machine during replay: the state already is the checkpoint's. When the journal is used up
 the coroutine yields the checkpoint's pending request, which is processed again.
 
-(A little over the project's ~500-line guideline: the driver's live path and its replay path work
-on the same coroutine, journal and mailbox, and read best side by side.)
+The host's side lives in :mod:`parley.engine.host`: the :class:`FlowHost` and :class:`Identity`
+ports (importable from here too) and :func:`~parley.engine.host.perform`, which performs every
+action but a checkpoint through the host. The driver's live path and its replay path stay here,
+side by side: they work on the same coroutine, journal and mailbox.
 """
 
 from __future__ import annotations
@@ -27,43 +29,28 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from parley.engine.foreign import awaitable_name, enter_flow_code, leave_flow_code
+from parley.engine.host import FlowHost, Identity, perform
 from parley.engine.logcontext import flow_log_context
 from parley.flows.context import RUNNING
 from parley.flows.logic import FlowLogic
 from parley.flows.marks import FLOW_CLASSES, TIMED_MARK
-from parley.flows.progress import ProgressTracker, tracker_of
+from parley.flows.progress import tracker_of
 from parley.protocol import codec
 from parley.protocol.actions import (
     Abort,
-    AcknowledgeMessages,
     Action,
-    ArmTimeout,
     Continuation,
-    ExecuteOperation,
-    Passivate,
     PersistCheckpoint,
     ProcessEvents,
-    ReadSignal,
     RemoveFlow,
-    RestoreFromCheckpoint,
     Resume,
-    RunQuery,
-    ScheduleEvent,
-    ScheduleWakeUp,
-    SendMessages,
-    SignalStarted,
     Throw,
     Transition,
 )
-from parley.protocol.errors import (
-    FlowUsageError,
-    NonDeterministicFlowError,
-    ProtocolViolation,
-    StateTransitionError,
-)
+from parley.protocol.errors import FlowUsageError, NonDeterministicFlowError, ProtocolViolation
 from parley.protocol.events import (
     ActionFailed,
     DoRemainingWork,
@@ -78,98 +65,12 @@ from parley.protocol.events import (
     ValueRecorded,
 )
 from parley.protocol.evolve import replace
-from parley.protocol.messages import Envelope
-from parley.protocol.records import FlowWrite, StoreOp
+from parley.protocol.records import FlowWrite
 from parley.protocol.requests import REQUEST_TYPES, Request, fingerprint
 from parley.protocol.state import Entry, FlowState, SubFlowFrame
 from parley.protocol.transitions import restore_pending, transition
 
 log = logging.getLogger("parley.flow")
-
-
-class FlowHost(Protocol):
-    """The executor's ports: everything a driver's actions do to the world."""
-
-    def commit(self, driver: FlowDriver, ops: tuple[StoreOp, ...]) -> None:
-        """Commit ``ops`` atomically, then call ``driver.commit_done(error_or_None)``."""
-        ...
-
-    def send(self, driver: FlowDriver, envelopes: tuple[Envelope, ...]) -> None:
-        """Publish; a failure must reach the flow before its next commit completes."""
-        ...
-
-    def ack(self, deliveries: tuple[object, ...]) -> None: ...
-
-    def schedule_wake_up(self, driver: FlowDriver, until: datetime, incarnation: int) -> None: ...
-
-    def execute(self, driver: FlowDriver, action: ExecuteOperation) -> None: ...
-
-    def query(self, driver: FlowDriver, action: RunQuery) -> None: ...
-
-    def read_signal(self, driver: FlowDriver, action: ReadSignal) -> None:
-        """Look for the flow's oldest stored signal; post ``SignalRead`` to the driver."""
-        ...
-
-    def arm_timeout(self, driver: FlowDriver, action: ArmTimeout) -> None:
-        """Post ``TimedOut`` to the driver ``action.seconds`` from now."""
-        ...
-
-    def started(self, driver: FlowDriver) -> None: ...
-
-    def removed(
-        self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
-    ) -> None:
-        """The flow is over. Unless ``durable``, its final commit is still to come."""
-        ...
-
-    def restore(self, driver: FlowDriver) -> None: ...
-
-    def passivated(self, driver: FlowDriver) -> None:
-        """The flow's state is durable; drop the driver (its handle stays)."""
-        ...
-
-    def admit(self, driver: FlowDriver, state: FlowState) -> None:
-        """Hospital admission: the flow just became errored (with new errors)."""
-        ...
-
-    def ready(self, driver: FlowDriver) -> None:
-        """The driver has events to process: call ``driver.run()`` soon, on the host's thread."""
-        ...
-
-    def party_refusal(self, party: str) -> str | None:
-        """Why a flow may not open a session with ``party`` (``None``: it may)."""
-        ...
-
-    def identity_service(self) -> Identity:
-        """The node's identity, for flows that sign and verify.
-
-        Raises:
-            FlowUsageError: the node has none (it runs without a network map).
-        """
-        ...
-
-    def now(self) -> datetime: ...
-
-    def random(self) -> float: ...
-
-    def uuid(self) -> str: ...
-
-
-class Identity(Protocol):
-    """What flows may do with the node's identity (``FlowLogic.services.identity``)."""
-
-    def sign(self, data: bytes) -> bytes:
-        """The node's Ed25519 signature of ``data``."""
-        ...
-
-    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
-        """Whether ``signature`` is ``node``'s signature of ``data`` under a key the network map
-        admits for it."""
-        ...
-
-    def public_key(self, node: str) -> str | None:
-        """``node``'s current public key, or ``None`` if the network map does not admit it."""
-        ...
 
 
 @dataclass(slots=True)
@@ -426,7 +327,7 @@ class FlowDriver:
                 self.host.commit(self, action.ops)
                 return
             try:
-                self._perform(action)
+                perform(self, action)
             except Exception as exc:
                 self._action_failed(exc, action, previous)
                 return
@@ -452,44 +353,6 @@ class FlowDriver:
         log.warning("action %s failed: %r", type(action).__name__, error)
         self.state = previous
         self._process(ActionFailed(error, type(action).__name__))
-
-    def _perform(self, action: Action) -> None:
-        match action:
-            case AcknowledgeMessages(deliveries=deliveries):
-                try:
-                    self.host.ack(deliveries)
-                except Exception:
-                    log.exception("acknowledging %d messages failed", len(deliveries))
-            case SendMessages(envelopes=envelopes):
-                self.host.send(self, envelopes)
-            case ScheduleEvent(event=event):
-                self.mailbox.append(event)
-            case ScheduleWakeUp(until=until, incarnation=incarnation):
-                self.host.schedule_wake_up(self, until, incarnation)
-            case ExecuteOperation():
-                self.host.execute(self, action)
-            case RunQuery():
-                self.host.query(self, action)
-            case ReadSignal():
-                self.host.read_signal(self, action)
-            case ArmTimeout():
-                self.host.arm_timeout(self, action)
-            case SignalStarted():
-                self.host.started(self)
-            case RemoveFlow(result=value, error=error, durable=durable):
-                self.done = True
-                self._end_progress(error)
-                self.host.removed(self, value, error, durable=durable)
-            case RestoreFromCheckpoint():
-                self.done = True
-                self.host.restore(self)
-            case Passivate():
-                self.done = True
-                self.host.passivated(self)
-            case PersistCheckpoint():
-                raise StateTransitionError(
-                    "PersistCheckpoint reached _perform", "PersistCheckpoint"
-                )
 
     def _continue(self, continuation: Continuation) -> None:
         match continuation:
@@ -586,15 +449,6 @@ class FlowDriver:
         tracker = tracker_of(self.flow)
         return tracker.current_label() if tracker is not None else self.state.progress_step
 
-    def _end_progress(self, error: BaseException | None) -> None:
-        tracker = tracker_of(self.flow)
-        if tracker is None or tracker.has_ended:
-            return
-        if error is None:
-            tracker.current_step = ProgressTracker.DONE
-        else:
-            tracker.end_with_error(error)
-
     def _close(self) -> None:
         self._closing = True
         try:
@@ -616,4 +470,4 @@ def _thrower(coro: Coroutine[Any, Any, Any], error: BaseException) -> Callable[[
     return lambda: coro.throw(error)
 
 
-__all__ = ["FlowDriver", "FlowHost"]
+__all__ = ["FlowDriver", "FlowHost", "Identity"]
