@@ -56,9 +56,6 @@ MAP_BUCKET: Final = "PARLEY_MAP"
 #: Subjects of a node's RPC service: ``parley.rpc.<node>.<operation>``.
 RPC_PREFIX: Final = "parley.rpc"
 
-#: Names already validated (bounded: a cache, not a registry).
-_VALID_NAMES: set[str] = set()
-
 
 def validate_node_name(node: str) -> str:
     """Check a node name: 1-128 characters from ``A-Z a-z 0-9 _ -`` (see ``NODE_NAME``).
@@ -75,12 +72,8 @@ def validate_node_name(node: str) -> str:
     Raises:
         ValueError: if ``node`` is not a valid node name.
     """
-    if node in _VALID_NAMES:
-        return node
-    if not is_node_name(node):
+    if not is_node_name(node):  # cached there: this costs a set lookup per known name
         raise ValueError(f"invalid node name {node!r}: use 1-128 characters from A-Z a-z 0-9 _ -")
-    if len(_VALID_NAMES) < 10_000:
-        _VALID_NAMES.add(node)
     return node
 
 
