@@ -16,6 +16,7 @@ from parley.apps.trade import (
     IssueCash,
     Notarise,
     NotaryException,
+    PlaceBid,
     Seller,
     SignedTransaction,
     Transaction,
@@ -163,6 +164,13 @@ def test_a_buyer_without_the_cash_refuses_before_anything_is_signed() -> None:
         m.sell(price=Decimal(2000)).result()
     assert refused.value.missing == Decimal(500)
     assert notary_commits(m.notary) == []
+
+
+def test_a_bid_for_cash_is_refused_when_placed() -> None:
+    # the buyer pays in cash: a cash-for-cash trade would carry cash.move twice, which the
+    # contract refuses, so it is refused up front rather than failing the Buyer mid-trade
+    with pytest.raises(ValueError, match="an asset is one of"):
+        PlaceBid("seller", "Cash", Decimal(100), "USD")
 
 
 def test_a_state_already_sold_is_not_offered_again() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from parley import FlowException, FlowLogic, startable_by_rpc
 from parley.apps.trade.finality import Finality
 from parley.apps.trade.states import (
+    MOVE_COMMANDS,
     Command,
     SignedTransaction,
     StateRef,
@@ -24,9 +25,6 @@ from parley.apps.trade.states import (
     signed_bytes,
 )
 from parley.apps.trade.vault import Vault
-
-#: The command that moves each kind of state back to its owner.
-_MOVES = {"Cash": "cash.move", "CommercialPaper": "paper.move"}
 
 
 @startable_by_rpc
@@ -51,7 +49,7 @@ class SpendAgain(FlowLogic[str]):
         tx = Transaction(
             inputs=(self.ref,),
             outputs=(state,),
-            commands=(Command(_MOVES[kind_of(state)], (self.our_identity,)),),
+            commands=(Command(MOVE_COMMANDS[kind_of(state)], (self.our_identity,)),),
             notary=parent.tx.notary,
             time_window=None,
             salt=self.uuid(),

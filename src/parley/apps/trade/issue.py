@@ -33,8 +33,9 @@ from parley.apps.trade.states import (
 )
 from parley.apps.trade.vault import VaultTable
 
-#: The kinds of asset a bid may name.
-ASSET_KINDS = ("Cash", "CommercialPaper")
+#: What a bid can be for. Not cash: the buyer pays in cash, and a transaction moving cash for
+#: cash would carry ``cash.move`` twice, which the contract refuses.
+ASSET_KINDS = ("CommercialPaper",)
 
 
 def as_amount(value: Decimal | str | int) -> Decimal:

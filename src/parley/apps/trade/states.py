@@ -147,6 +147,8 @@ COMMANDS: dict[str, type[State]] = {
     "paper.issue": CommercialPaper,
     "paper.move": CommercialPaper,
 }
+#: The command that moves each kind of state (:func:`kind_of`) to another owner.
+MOVE_COMMANDS = {"Cash": "cash.move", "CommercialPaper": "paper.move"}
 
 
 @serializable(name="parley.trade.Command")
@@ -337,6 +339,7 @@ def transaction_from_bytes(data: bytes) -> Transaction:
 
 __all__ = [
     "COMMANDS",
+    "MOVE_COMMANDS",
     "Cash",
     "Command",
     "CommercialPaper",

@@ -37,6 +37,7 @@ from parley.apps.trade.finality import Finality, ReceiveFinality
 from parley.apps.trade.issue import as_amount
 from parley.apps.trade.signing import CollectSignatures, SignTransaction
 from parley.apps.trade.states import (
+    MOVE_COMMANDS,
     Cash,
     Command,
     SignedTransaction,
@@ -54,10 +55,9 @@ from parley.apps.trade.vault import Vault, VaultTable, total
 
 #: How long the notary may take to sign a trade once the buyer has built it.
 TRADE_WINDOW = timedelta(minutes=10)
+
+
 #: The command that moves each kind of asset.
-MOVES = {"CommercialPaper": "paper.move"}
-
-
 class UnacceptablePriceException(FlowException):
     """The seller asks more than the buyer bid (or in another currency)."""
 
@@ -267,7 +267,7 @@ class Buyer(FlowLogic[str]):
         outputs: list[State] = [with_owner(asset.state, me)]
         outputs += [Cash(v, info.currency, info.pay_to, i) for i, v in paid.items() if v > 0]
         outputs += [Cash(v, info.currency, me, i) for i, v in change.items() if v > 0]
-        move = MOVES[kind_of(asset.state)]
+        move = MOVE_COMMANDS[kind_of(asset.state)]
         return Transaction(
             inputs=(*(c.ref for c in cash), asset.ref),
             outputs=tuple(outputs),
