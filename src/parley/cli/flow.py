@@ -420,8 +420,9 @@ def flow_check_replay(
     """
     from parley.engine.apps import AppNotFoundError, load_apps  # noqa: PLC0415 (imports the apps)
     from parley.engine.replay import replay_database  # noqa: PLC0415 (the engine, SQLite)
+    from parley.store.maintenance import database_path  # noqa: PLC0415
 
-    target = data_dir / "parley.sqlite" if data_dir.is_dir() else data_dir
+    target = database_path(data_dir)
     if not target.exists():
         fail(f"no node database at {target}: give the node's --data-dir", 2)
     try:
