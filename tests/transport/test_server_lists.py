@@ -1,5 +1,5 @@
-"""A node's other connections (the network map's watch, the RPC service) take the servers of a
-cluster as the bridge does: one URL, or several separated by commas."""
+"""A node's other connections (the network map's watch, the RPC service) and the RPC client take
+the servers of a cluster as the bridge does: one URL, or several separated by commas."""
 
 from __future__ import annotations
 
@@ -45,5 +45,14 @@ def test_the_rpc_service_takes_several_servers(nats_server: EmbeddedNatsServer) 
     try:
         with RpcClient(nats_server.url, "alice") as rpc, pytest.raises(NotAuthenticated):
             rpc.stats()  # answered: by a refusal, as it has no users
+    finally:
+        service.stop()
+
+
+def test_the_rpc_client_takes_several_servers(nats_server: EmbeddedNatsServer) -> None:
+    service = RpcService(cast(NodeApi, None), "alice", nats_server.url, []).start()
+    try:
+        with RpcClient(_servers(nats_server), "alice") as rpc, pytest.raises(NotAuthenticated):
+            rpc.stats()
     finally:
         service.stop()

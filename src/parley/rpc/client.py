@@ -104,7 +104,9 @@ class AsyncRpcClient:
         }
         options.update(self._options)
         try:
-            self._nc = await nats.connect(self.url, **options)
+            # one server or several separated by commas (host:port without nats:// works too)
+            servers = [part.strip() for part in self.url.split(",") if part.strip()]
+            self._nc = await nats.connect(servers or self.url, **options)
         except Exception as exc:
             reason = errors[-1] if errors else exc
             raise NodeUnreachable(
