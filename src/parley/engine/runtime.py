@@ -7,19 +7,21 @@ through :class:`RuntimePorts` (store commits, the transport, timers, external op
 same runtime runs inside the in-process :class:`~parley.testing.MockNetwork` and inside a node's
 ``FlowWorker`` actors.
 
-Routing needs no table: our session ids embed our flow id, and a responder's flow id is derived
-from the session-init that started it (so a redelivered init maps to the same flow).
-
 What the runtime keeps about each flow is one :class:`~parley.engine.records.FlowRecord` (its
 driver, handle and messages in flight), so starting, passivating, retrying, restoring and removing a
 flow each change one object. Session-inits are admitted by :class:`~parley.engine.inits.
 SessionInits`; flows are rebuilt from checkpoints by :mod:`parley.engine.restore`.
 
-Why this module is longer than the project's ~500-line guideline: :class:`FlowRuntime` is one
-object — the executor behind every driver (the :class:`FlowHost` port) and the owner of the
-:class:`~parley.engine.records.FlowTable`. Its sections (starts, inbound messages, restore,
-operator actions, scheduling, the port, the network map) are short methods over the same records;
-splitting the class would split the per-flow bookkeeping that one record per flow keeps together.
+Routing needs no table: our session ids embed our flow id, and a responder's flow id is derived
+from the session-init that started it (so a redelivered init maps to the same flow).
+
+The runtime owns the state (the :class:`~parley.engine.records.FlowTable`, the run queue, the
+ports) and keeps here what runs on every step of every flow: the run queue, the :class:`FlowHost`
+ports drivers commit, send and wait through, and inbound messages; and the operator actions. Its
+other sections live beside it, each called from the runtime's methods of the same names: starting
+flows and finding their handles (:mod:`parley.engine.starts`), and where a flow's incarnations
+begin and end — restored, passivated, retried, removed
+(:class:`~parley.engine.incarnations.Incarnations`, the one with state of its own).
 """
 
 from __future__ import annotations
@@ -29,29 +31,23 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from parley.engine import starts
 from parley.engine.driver import FlowDriver, Identity
-from parley.engine.handles import FlowHandle, FlowLostError, client_flow_id, responder_flow_id
+from parley.engine.handles import FlowHandle, responder_flow_id
 from parley.engine.hospital import Hospital, HospitalPort
+from parley.engine.incarnations import Incarnations, commit_quietly
 from parley.engine.inits import SessionInits
 from parley.engine.ports import RuntimePorts
 from parley.engine.records import FlowRecord, FlowTable
-from parley.engine.restore import UNREADABLE, build, decoded_error, restored
 from parley.flows.logic import FlowLogic
-from parley.flows.marks import frame_for
-from parley.flows.progress import adopt_tracker, tracker_of
 from parley.flows.registry import FlowRegistry
 from parley.flows.session import checked
-from parley.protocol import codec
 from parley.protocol.actions import ArmTimeout, ExecuteOperation, ReadSignal, RunQuery
 from parley.protocol.errors import (
-    ClientIdInUseError,
     DeserializationError,
     FlowUsageError,
-    KilledFlowException,
-    ParleyError,
     StateTransitionError,
     UnexpectedPayloadError,
-    type_name,
 )
 from parley.protocol.events import (
     DoRemainingWork,
@@ -69,20 +65,10 @@ from parley.protocol.events import (
     TimedOut,
     WokeUp,
 )
-from parley.protocol.evolve import replace
 from parley.protocol.messages import Envelope, Init, decode_envelope
-from parley.protocol.records import (
-    MAX_CLIENT_ID,
-    DeleteAdmissions,
-    FlowStatus,
-    PutFlowStart,
-    PutSignal,
-    SetFlowStatus,
-    StartKind,
-    StoreOp,
-)
+from parley.protocol.records import FlowStatus, PutSignal, SetFlowStatus, StoreOp
 from parley.protocol.requests import AwaitSignal
-from parley.protocol.state import FlowState, flow_id_of_session, new_flow
+from parley.protocol.state import FlowState, flow_id_of_session
 from parley.store import SqliteStore
 
 T = TypeVar("T")
@@ -130,8 +116,6 @@ class FlowRuntime:
         self.identity = identity
         self.parties = parties
         self._identity_service = identity_service
-        #: Flows admitted to the hospital before their first checkpoint.
-        self._admitted_early: set[str] = set()
         self.store = store
         self.ports = ports
         self.registry = registry or FlowRegistry.default()
@@ -141,6 +125,8 @@ class FlowRuntime:
         self.inits = SessionInits(
             identity, store, self.registry, ports.send, self._ack, commit=ports.commit
         )
+        #: Restores, passivates, retries and removes flows (see :mod:`parley.engine.incarnations`).
+        self.incarnations = Incarnations(self)
         #: The run queue: drivers with events to process, in the order they became ready.
         self._ready: dict[str, FlowDriver] = {}
         self._scheduled = False
@@ -169,23 +155,9 @@ class FlowRuntime:
         return {r.flow_id: r.handle for r in self.flows.records() if r.handle is not None}
 
     def adopt_handles(self, handles: dict[str, FlowHandle[Any]]) -> None:
-        """Take over the handles of flows this runtime restored (from a dead predecessor).
-
-        A handle whose flow is not here (it finished, or can't be restored) is failed, so that no
-        client waits forever.
-        """
-        for flow_id, handle in handles.items():
-            record = self.flows.get(flow_id)
-            if record is not None and record.driver is not None:
-                record.handle = handle
-            elif not handle.future.done():
-                error = FlowLostError(
-                    f"flow {flow_id}'s worker failed and the flow could not be restored: "
-                    "see the node's log and its stored status"
-                )
-                if not handle.started.done():
-                    handle.started.set_exception(error)
-                handle.future.set_exception(error)
+        """Take over the handles of flows this runtime restored (from a dead predecessor); those
+        of flows not here are failed. See :func:`parley.engine.starts.adopt_handles`."""
+        starts.adopt_handles(self, handles)
 
     def handle_count(self) -> int:
         """How many flows have a handle that a client may still wait on."""
@@ -208,154 +180,25 @@ class FlowRuntime:
     ) -> FlowHandle[T]:
         """Start ``flow``; with a ``client_id``, a repeated start returns the same flow.
 
-        ``handle`` (without client id) is the handle the caller already gave out.
+        See :func:`parley.engine.starts.start_flow`.
         """
-        if not isinstance(flow, FlowLogic):
-            raise FlowUsageError(f"start_flow() takes a FlowLogic, not {type(flow).__name__}")
-        if client_id is not None and len(client_id) > MAX_CLIENT_ID:
-            raise FlowUsageError(f"a client id may have at most {MAX_CLIENT_ID} characters")
-        args, kwargs = flow._parley_args
-        try:
-            encoded = codec.encode((list(args), kwargs))
-        except ParleyError as exc:
-            raise FlowUsageError(
-                f"the arguments of {type(flow).__qualname__} can't be checkpointed: {exc}"
-            ) from exc
-        if client_id is not None:
-            flow_id = client_flow_id(client_id)
-            existing = self._attach(flow_id, client_id, type_name(type(flow)), encoded)
-            if existing is not None:
-                flow._parley_args = ((), {})  # this copy will never run
-                return existing
-        flow_id = flow_id or self.ports.uuid().replace("-", "")
-        frame = frame_for(type(flow))
-        start = PutFlowStart(
-            flow_id, frame.flow_class, StartKind.RPC, encoded, started_by, client_id
+        return starts.start_flow(
+            self,
+            flow,
+            flow_id=flow_id,
+            client_id=client_id,
+            started_by=started_by,
+            handle=handle,
         )
-        state = new_flow(flow_id, self.identity, frame, start, client_id)
-        driver = FlowDriver(self, state, flow)
-        record = self.flows.attach(driver)
-        record.handle = handle or FlowHandle(flow_id, tracker_of(flow))
-        log.info("flow %s (%s) started", flow_id, frame.flow_class, extra={"flow_id": flow_id})
-        driver.post(DoRemainingWork())
-        return record.handle
-
-    def _attach(
-        self, flow_id: str, client_id: str, flow_class: str, args: bytes
-    ) -> FlowHandle[Any] | None:
-        """The flow that already holds ``client_id``, if any (refused if it is another flow)."""
-        record = self.flows.get(flow_id)
-        if record is not None and record.handle is not None:
-            self._same_start(client_id, flow_id, self._start_of(record), flow_class, args)
-            return record.handle
-        result = self.store.flow_result(client_id)
-        if result is not None:
-            started = (result.flow_class, result.args)
-            self._same_start(client_id, result.flow_id, started, flow_class, args)
-            done: FlowHandle[Any] = FlowHandle(result.flow_id)
-            if result.error is not None:
-                done.future.set_exception(decoded_error(result.error))
-            else:
-                done.future.set_result(codec.decode(result.value) if result.value else None)
-            done.started.set_result(None)
-            return done
-        stored = self.store.load_flow(flow_id)
-        if stored is not None:
-            started = (stored.flow_class, stored.args)
-            self._same_start(client_id, flow_id, started, flow_class, args)
-            self._restore(flow_id)
-            record = self.flows.get(flow_id)
-            return record.handle if record is not None else None
-        return None
 
     def handle_of(self, flow_id: str) -> FlowHandle[Any] | None:
-        """The handle of a flow of this node, also after a restart.
-
-        A flow started here (an RPC start or a client id) has had its handle since its start; a
-        responder (started by a peer's session-init) is given one when first asked, so that its
-        progress and its end can be followed while it runs. A flow in memory gives its handle; a
-        stored one is restored first; a finished flow that had a client id gives a finished
-        handle with its stored outcome. ``None``: no such flow (or one that finished without a
-        client id, whose outcome was not kept).
-        """
-        record = self.flows.get(flow_id)
-        if record is not None and record.handle is not None:
-            return record.handle
-        stored = self.store.load_flow(flow_id)
-        if record is not None and record.driver is not None and record.retiring is None:
-            return self._follow(record, durable=stored is not None)
-        if stored is not None and stored.kind is not StartKind.RPC:  # a passivated responder
-            record = self._live(flow_id)
-            return self._follow(record, durable=True) if record is not None else None
-        if stored is not None:
-            record = self._live(flow_id)
-            if record is not None and record.handle is not None:
-                return record.handle
-            if stored.client_id is None:
-                return None
-        client_id = stored.client_id if stored is not None else None
-        client_id = client_id or self.store.client_id_of_result(flow_id)
-        return self._finished(client_id) if client_id is not None else None
-
-    def _follow(self, record: FlowRecord, *, durable: bool) -> FlowHandle[Any] | None:
-        """A handle for a live flow that has none (a responder); it ends with the flow."""
-        if record.handle is not None or record.driver is None:
-            return record.handle
-        record.handle = FlowHandle(record.flow_id, tracker_of(record.driver.flow))
-        if durable:
-            record.handle.started.set_result(None)
-        return record.handle
+        """The handle of a flow of this node, also after a restart (``None``: no such flow, or
+        one whose outcome was not kept). See :func:`parley.engine.starts.handle_of`."""
+        return starts.handle_of(self, flow_id)
 
     def reattach(self, client_id: str) -> FlowHandle[Any] | None:
         """The handle of the flow started with ``client_id`` (see :meth:`handle_of`)."""
-        flow_id = client_flow_id(client_id)
-        return self.handle_of(flow_id) or self._finished(client_id)
-
-    def _finished(self, client_id: str) -> FlowHandle[Any] | None:
-        result = self.store.flow_result(client_id)
-        if result is None:
-            return None
-        done: FlowHandle[Any] = FlowHandle(result.flow_id)
-        if result.error is not None:
-            done.future.set_exception(decoded_error(result.error))
-        else:
-            done.future.set_result(codec.decode(result.value) if result.value else None)
-        done.started.set_result(None)
-        return done
-
-    def _start_of(self, record: FlowRecord) -> tuple[str | None, bytes | None]:
-        """The class and encoded arguments a flow was started with."""
-        start = record.driver.initial_state.start_record if record.driver is not None else None
-        if start is not None:  # not committed yet
-            return start.flow_class, start.args
-        stored = self.store.load_flow(record.flow_id)
-        return (stored.flow_class, stored.args) if stored is not None else (None, None)
-
-    @staticmethod
-    def _same_start(
-        client_id: str,
-        flow_id: str,
-        started: tuple[str | None, bytes | None],
-        flow_class: str,
-        args: bytes,
-    ) -> None:
-        """Refuse a start that repeats ``client_id`` for another class or other arguments.
-
-        Results stored by older versions have no arguments: only their class is compared.
-        """
-        existing_class, existing_args = started
-        if existing_class is not None and existing_class != flow_class:
-            raise ClientIdInUseError(client_id, flow_id, existing_class, f"class {existing_class}")
-        if existing_args is None or existing_args == args:
-            return
-        try:
-            same = codec.decode(existing_args) == codec.decode(args)
-        except DeserializationError:
-            same = False
-        if not same:
-            raise ClientIdInUseError(
-                client_id, flow_id, existing_class or flow_class, "other arguments"
-            )
+        return starts.reattach(self, client_id)
 
     # ---- inbound messages -----------------------------------------------------------------
     def receive(self, data: bytes, delivery: object) -> Envelope | None:
@@ -378,7 +221,7 @@ class FlowRuntime:
         if isinstance(body, Init):
             self._on_init(envelope, body, delivery)
             return
-        record = self._live(flow_id_of_session(body.session))
+        record = self.incarnations.live(flow_id_of_session(body.session))
         if record is None or record.driver is None:
             log.info(
                 "dropping %s %s from %s: no session %s here",
@@ -460,53 +303,9 @@ class FlowRuntime:
         """
         count = 0
         for flow_id in flow_ids:
-            if not self.is_live(flow_id) and self._restore(flow_id) is not None:
+            if not self.is_live(flow_id) and self.incarnations.restore(flow_id) is not None:
                 count += 1
         return count
-
-    def _restore(self, flow_id: str, incarnation: int = 0) -> FlowDriver | None:
-        stored = self.store.load_flow(flow_id)
-        if stored is None or stored.header is None:
-            return None
-        try:
-            found = restored(stored)
-        except Exception as exc:  # a broken checkpoint, or flow code that no longer fits it
-            level = logging.ERROR if isinstance(exc, UNREADABLE) else logging.WARNING
-            log.log(
-                level, "flow %s can't be restored, keeping it for observation: %r", flow_id, exc
-            )
-            self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.HOSPITALIZED),))
-            return None
-        state = found.state
-        if stored.status is FlowStatus.HOSPITALIZED:
-            # It runs again: stored as runnable now, not only at its next checkpoint (flows()
-            # and an operator's retry see it as it is).
-            state = replace(state, status=FlowStatus.RUNNABLE)
-            self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.RUNNABLE),))
-        state = replace(state, incarnation=incarnation, client_id=stored.client_id)
-        flow = found.flow
-        driver = FlowDriver(self, state, flow, journal=found.journal)
-        record = self.flows.attach(driver)
-        if stored.kind is StartKind.RPC and record.handle is None:
-            record.handle = FlowHandle(flow_id, tracker_of(flow))
-            record.handle.started.set_result(None)  # it is durable: it has a checkpoint
-        elif record.handle is not None and record.handle.progress is not None:
-            # A handle that outlived the flow in memory (passivated, retried): its clients follow
-            # its tracker, so the restored copy of the flow reports there.
-            adopt_tracker(flow, record.handle.progress)
-        driver.start_replay()
-        if self.parties is not None:
-            for peer in {s.peer for s in state.sessions.values()}:
-                if self.parties.revoked(peer):
-                    driver.post(PeerRevoked(peer, f"{peer} was revoked from the network"))
-        return driver
-
-    def _commit_quietly(self, ops: tuple[StoreOp, ...]) -> None:
-        def done(error: BaseException | None) -> None:
-            if error is not None:
-                log.error("commit of %s failed: %r", ops, error)
-
-        self.ports.commit(ops, done)
 
     # ---- operator actions -----------------------------------------------------------------
     def kill(self, flow_id: str) -> bool:
@@ -516,7 +315,7 @@ class FlowRuntime:
         nothing of it can run, so its counterparties can't be told; they see the session end
         when they time out or are killed themselves.
         """
-        record = self._live(flow_id)
+        record = self.incarnations.live(flow_id)
         if record is not None and record.driver is not None and not record.driver.done:
             record.driver.post(KillRequested())
             return True
@@ -526,7 +325,7 @@ class FlowRuntime:
         runnable = (FlowStatus.RUNNABLE, FlowStatus.HOSPITALIZED)
         if record is None and stored is not None and stored.status in runnable:
             log.warning("flow %s can't be restored; marking it KILLED", flow_id)
-            self._commit_quietly((SetFlowStatus(flow_id, FlowStatus.KILLED),))
+            commit_quietly(self.ports, (SetFlowStatus(flow_id, FlowStatus.KILLED),))
             return True
         return False
 
@@ -536,7 +335,7 @@ class FlowRuntime:
 
         If it fails again it is admitted again; its earlier admissions stay on record.
         """
-        record = self._live(flow_id)
+        record = self.incarnations.live(flow_id)
         driver = record.driver if record is not None else None
         state = driver.state if driver is not None else None
         if (
@@ -552,23 +351,78 @@ class FlowRuntime:
         driver.post(RetryFromCheckpoint())
         return True
 
+    def signal(
+        self,
+        flow_id: str,
+        name: str,
+        payload: bytes,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Store a signal for a running flow, then tell it (see ``FlowLogic.wait_for_signal``).
+
+        ``done(None)`` once it is stored; ``done(error)`` if there is no such running flow, or the
+        flow waits for this signal with another type (it keeps waiting; nothing is stored).
+        """
+        record = self.incarnations.live(flow_id)
+        driver = record.driver if record is not None else None
+        if driver is None or driver.done:
+            done(FlowUsageError(f"there is no running flow {flow_id} on this node"))
+            return
+        pending = driver.state.pending
+        request = pending.request if pending is not None else None
+        if isinstance(request, AwaitSignal) and request.name == name:
+            try:
+                expected: Any = request.expected
+                checked(expected, payload)
+            except (UnexpectedPayloadError, FlowUsageError) as exc:
+                done(exc)
+                return
+
+        def stored(error: BaseException | None) -> None:
+            if error is None:
+                self.post(flow_id, SignalArrived(name))
+            done(error)
+
+        self.ports.commit((PutSignal(flow_id, name, payload),), stored)
+
+    def passivate(self, flow_id: str) -> None:
+        """Ask a flow to leave memory (it does if it is waiting; see the protocol's rules)."""
+        driver = self.flows.driver(flow_id)
+        if driver is not None:
+            driver.post(PassivationRequested())
+
+    def peer_revoked(self, peer: str, reason: str, stored: Iterable[str] = ()) -> int:
+        """End the sessions of every flow here with ``peer``, which was revoked.
+
+        Live flows are told at once; ``stored`` names flows of this runtime that are not in
+        memory (passivated): those with a session to ``peer`` are restored and told too.
+
+        Returns:
+            How many flows were told.
+        """
+        told = 0
+        event = PeerRevoked(peer, reason)
+        for driver in list(self.flows.drivers()):
+            if _has_session_with(driver.state, peer):
+                driver.post(event)
+                told += 1
+        for flow_id in stored:
+            if self.is_live(flow_id):
+                continue
+            found = self.store.load_flow(flow_id)
+            if found is None or found.header is None or not _header_mentions(found.header, peer):
+                continue
+            record = self.incarnations.live(flow_id)
+            if record is not None and record.driver is not None:
+                record.driver.post(event)
+                told += 1
+        return told
+
     def post(self, flow_id: str, event: Event) -> None:
         """Deliver an event to a flow, re-activating it from its checkpoint if needed."""
-        record = self._live(flow_id)
+        record = self.incarnations.live(flow_id)
         if record is not None and record.driver is not None:
             record.driver.post(event)
-
-    def _live(self, flow_id: str) -> FlowRecord | None:
-        """The flow's record with its driver: in memory, or restored (passivated flows)."""
-        record = self.flows.get(flow_id)
-        if record is not None:
-            if record.retiring is not None:
-                return None
-            if record.driver is not None:
-                return record
-        if self._restore(flow_id) is None:
-            return None
-        return self.flows.get(flow_id)
 
     # ---- scheduling -----------------------------------------------------------------------
     def run_ready(self) -> bool:
@@ -632,7 +486,7 @@ class FlowRuntime:
                     record.retiring = None
                     self.hospital.discharge(driver.flow_id)
                     self.flows.forget_if_unused(record)
-                driver.commit_done(error)  # a failure goes to the hospital (see _verdict)
+                driver.commit_done(error)  # a failure goes to the hospital (see Incarnations)
 
             self.ports.commit(ops, done)
 
@@ -712,40 +566,6 @@ class FlowRuntime:
             SignalRead(action.name, signal_id, payload, action.suspends, action.incarnation)
         )
 
-    def signal(
-        self,
-        flow_id: str,
-        name: str,
-        payload: bytes,
-        done: Callable[[BaseException | None], None],
-    ) -> None:
-        """Store a signal for a running flow, then tell it (see ``FlowLogic.wait_for_signal``).
-
-        ``done(None)`` once it is stored; ``done(error)`` if there is no such running flow, or the
-        flow waits for this signal with another type (it keeps waiting; nothing is stored).
-        """
-        record = self._live(flow_id)
-        driver = record.driver if record is not None else None
-        if driver is None or driver.done:
-            done(FlowUsageError(f"there is no running flow {flow_id} on this node"))
-            return
-        pending = driver.state.pending
-        request = pending.request if pending is not None else None
-        if isinstance(request, AwaitSignal) and request.name == name:
-            try:
-                expected: Any = request.expected
-                checked(expected, payload)
-            except (UnexpectedPayloadError, FlowUsageError) as exc:
-                done(exc)
-                return
-
-        def stored(error: BaseException | None) -> None:
-            if error is None:
-                self.post(flow_id, SignalArrived(name))
-            done(error)
-
-        self.ports.commit((PutSignal(flow_id, name, payload),), stored)
-
     def started(self, driver: FlowDriver) -> None:
         record = self.flows.get(driver.flow_id)
         handle = record.handle if record is not None else None
@@ -755,182 +575,16 @@ class FlowRuntime:
     def removed(
         self, driver: FlowDriver, result: object, error: BaseException | None, *, durable: bool
     ) -> None:
-        flow_id = driver.flow_id
-        _log_end(driver, error, self.ports.now())
-        record = self._record_of(driver)
-        if durable:
-            self.hospital.discharge(flow_id)
-        else:  # until its checkpoint's deletion commits; the hospital keeps its budgets till then
-            record.retiring = driver
-        handle, record.handle = record.handle, None
-        self.flows.detach(record)
-        if flow_id in self._admitted_early:
-            # Admitted before it was ever checkpointed: no stored flow deletes its records.
-            self._admitted_early.discard(flow_id)
-            self._commit_quietly((DeleteAdmissions(flow_id),))
-        # Messages that reached the flow after its last step (while its final commit was in
-        # flight) find no session any more: acked and dropped, as for any ended session.
-        late = [
-            e.delivery
-            for e in driver.take_mailbox()
-            if isinstance(e, SessionMessageDelivered) and e.delivery is not None
-        ]
-        if late:
-            log.info("flow %s ended: dropping %d late messages", flow_id, len(late))
-            self.ack(tuple(late))
-        if self.on_flow_end is not None:
-            self.on_flow_end(flow_id, result, error)
-        if handle is None:
-            return
-        if not handle.started.done():
-            handle.started.set_result(None)
-        if error is None:
-            handle.future.set_result(result)
-        else:
-            handle.future.set_exception(error)
-
-    def passivate(self, flow_id: str) -> None:
-        """Ask a flow to leave memory (it does if it is waiting; see the protocol's rules)."""
-        driver = self.flows.driver(flow_id)
-        if driver is not None:
-            driver.post(PassivationRequested())
+        self.incarnations.removed(driver, result, error, durable=durable)
 
     def passivated(self, driver: FlowDriver) -> None:
-        flow_id = driver.flow_id
-        driver.close()
-        record = self.flows.get(flow_id)
-        if record is not None and record.driver is driver:
-            self.flows.detach(record)
-        # Events that arrived after the passivation was decided are for the restored flow.
-        for event in driver.take_mailbox():
-            if not isinstance(event, DoRemainingWork | PassivationRequested):
-                record = self._live(flow_id)
-                if record is None or record.driver is None:
-                    continue
-                if isinstance(event, SessionMessageDelivered):
-                    record.uncommitted.append(event)
-                record.driver.post(event)
+        self.incarnations.passivated(driver)
 
     def restore(self, driver: FlowDriver) -> None:
-        record = self._record_of(driver)
-        driver.close()
-        redeliver, record.uncommitted = record.uncommitted, []
-        # Detach without forgetting: the record (handle, publishes) carries over to the new one.
-        self.flows.detach(record)
-        killed = any(isinstance(e, KillRequested) for e in driver.take_mailbox())
-        self._reincarnate(driver, driver.state.incarnation + 1, redeliver, killed)
-
-    def _reincarnate(
-        self,
-        driver: FlowDriver,
-        incarnation: int,
-        redeliver: list[SessionMessageDelivered],
-        killed: bool,
-    ) -> None:
-        """Bring a retried flow back from its checkpoint (or its start record)."""
-        try:
-            fresh = self._restore(driver.flow_id, incarnation)
-        except Exception as exc:  # the checkpoint could not be read (locked, an I/O error)
-            log.warning(
-                "flow %s: reading its checkpoint failed (%r); trying again", driver.flow_id, exc
-            )
-            when = self.ports.now() + timedelta(seconds=1)
-            self.ports.call_at(
-                when, lambda: self._reincarnate(driver, incarnation, redeliver, killed)
-            )
-            return
-        if fresh is None and self._ended_durably(driver):
-            # Its final commit was written although it was reported failed: it is over.
-            end = driver.unconfirmed_end
-            value, error = (end.result, end.error) if end is not None else (None, None)
-            if end is None and driver.state.client_id is not None:
-                stored = self._finished(driver.state.client_id)
-                if stored is not None and stored.future.done():
-                    error = stored.future.exception()
-                    value = None if error is not None else stored.future.result()
-            log.info("flow %s had ended already (its last commit was written)", driver.flow_id)
-            self.removed(driver, value, error, durable=True)
-            if redeliver:
-                self.ack(tuple(e.delivery for e in redeliver if e.delivery is not None))
-            return
-        fresh = fresh or self._restart(driver, incarnation)
-        if fresh is None:
-            return
-        fresh_record = self._record_of(fresh)
-        for event in redeliver:
-            fresh_record.uncommitted.append(event)
-            fresh.post(event)
-        if killed:
-            fresh.post(KillRequested())
-
-    def _ended_durably(self, driver: FlowDriver) -> bool:
-        """Whether a flow found without a checkpoint had committed its end (not never begun)."""
-        state = driver.state
-        if state.persisted:
-            return True  # it had a checkpoint: only its final commit deletes it
-        if state.client_id is not None and self.store.flow_result(state.client_id) is not None:
-            return True
-        fact = driver.initial_state.init_fact
-        return fact is not None and (
-            self.store.processed_init(fact.sender, fact.initiator_session) is not None
-        )
-
-    def _restart(self, old: FlowDriver, incarnation: int) -> FlowDriver | None:
-        """Start a never-checkpointed flow again from its start record."""
-        start = old.initial_state.start_record
-        if start is None:
-            log.error("flow %s has no checkpoint and no start record: can't retry it", old.flow_id)
-            return None
-        flow = build(type(old.flow), old.flow_id, start.kind, start.args)
-        fresh_state = replace(old.initial_state, incarnation=incarnation)
-        driver = FlowDriver(self, fresh_state, flow)
-        self.flows.attach(driver)
-        driver.post(DoRemainingWork())
-        return driver
+        self.incarnations.restore_from_checkpoint(driver)
 
     def admit(self, driver: FlowDriver, state: FlowState) -> None:
-        flow_id = driver.flow_id
-        if not state.persisted:
-            self._admitted_early.add(flow_id)  # its records must go with it (see removed)
-
-        def verdict(event: Event, delay: float) -> None:  # may be called on another thread
-            if delay <= 0:
-                self.ports.call_soon(lambda: self._verdict(flow_id, driver, event))
-            else:
-                at = self.ports.now() + timedelta(seconds=delay)
-                self.ports.call_at(at, lambda: self._verdict(flow_id, driver, event))
-
-        self.hospital.admit(state, self.ports.now(), verdict)
-
-    def _verdict(self, flow_id: str, driver: FlowDriver, event: Event) -> None:
-        if self.flows.driver(flow_id) is driver:
-            driver.post(event)
-            return
-        record = self.flows.get(flow_id)
-        if record is not None and record.retiring is driver:
-            self._retiring_failed(record, driver, event)
-
-    def _retiring_failed(self, record: FlowRecord, driver: FlowDriver, event: Event) -> None:
-        """A finished flow's final publishes or commit failed, so its checkpoint is still stored.
-
-        Its result was given already; what is left undone is telling its peers and deleting the
-        checkpoint. On the hospital's retry it is restored from that checkpoint and finishes again
-        (re-sending the same messages under the same ids); otherwise it is kept for observation,
-        as a restart would find it.
-        """
-        record.retiring = None
-        redeliver, record.uncommitted = record.uncommitted, []
-        self.flows.forget_if_unused(record)
-        if not isinstance(event, RetryFromCheckpoint):
-            self._commit_quietly((SetFlowStatus(driver.flow_id, FlowStatus.HOSPITALIZED),))
-            return
-        fresh = self._restore(driver.flow_id, driver.state.incarnation + 1)
-        if fresh is None:
-            return
-        fresh_record = self._record_of(fresh)
-        for delivered in redeliver:
-            fresh_record.uncommitted.append(delivered)
-            fresh.post(delivered)
+        self.incarnations.admit(driver, state)
 
     def party_refusal(self, party: str) -> str | None:
         return self.parties.refusal(party) if self.parties is not None else None
@@ -942,33 +596,6 @@ class FlowRuntime:
                 "network map (an operator key)"
             )
         return self._identity_service
-
-    def peer_revoked(self, peer: str, reason: str, stored: Iterable[str] = ()) -> int:
-        """End the sessions of every flow here with ``peer``, which was revoked.
-
-        Live flows are told at once; ``stored`` names flows of this runtime that are not in
-        memory (passivated): those with a session to ``peer`` are restored and told too.
-
-        Returns:
-            How many flows were told.
-        """
-        told = 0
-        event = PeerRevoked(peer, reason)
-        for driver in list(self.flows.drivers()):
-            if _has_session_with(driver.state, peer):
-                driver.post(event)
-                told += 1
-        for flow_id in stored:
-            if self.is_live(flow_id):
-                continue
-            found = self.store.load_flow(flow_id)
-            if found is None or found.header is None or not _header_mentions(found.header, peer):
-                continue
-            record = self._live(flow_id)
-            if record is not None and record.driver is not None:
-                record.driver.post(event)
-                told += 1
-        return told
 
     def now(self) -> datetime:
         return self.ports.now()
@@ -991,26 +618,6 @@ def _header_mentions(header: bytes, peer: str) -> bool:
     """
     encoded = peer.encode()
     return encoded in header
-
-
-def _log_end(driver: FlowDriver, error: BaseException | None, now: datetime) -> None:
-    """One INFO line per flow that ends (the hospital has warned already if it needed to)."""
-    seconds = (now - driver.loaded_at).total_seconds()
-    took = f"{seconds:.3f} s after it was restored" if driver.restored else f"in {seconds:.3f} s"
-    state = driver.state
-    if error is None:
-        log.info("flow %s (%s) completed %s", state.flow_id, state.flow_class, took)
-    elif isinstance(error, KilledFlowException):
-        log.info("flow %s (%s) was killed %s", state.flow_id, state.flow_class, took)
-    else:
-        log.info(
-            "flow %s (%s) failed %s with %s: %s",
-            state.flow_id,
-            state.flow_class,
-            took,
-            type(error).__name__,
-            error,
-        )
 
 
 __all__ = ["FlowRuntime", "RuntimePorts"]
